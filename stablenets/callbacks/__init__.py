@@ -1,0 +1,4 @@
+from .jacobian_norm import JacobianNormCallback, jacobian_norms
+from .power_method import PowerMethodCallback, tracked_modules
+
+__all__ = ["JacobianNormCallback", "jacobian_norms", "PowerMethodCallback", "tracked_modules"]

@@ -1,0 +1,69 @@
+"""Jacobian norms through depth during training (Figure 2 right, Figure 4 bottom row).
+
+For a fixed test point, the spectral norm of ``∂x_{ℓ+1}/∂x_j`` — the last hidden state with respect to
+each earlier hidden state ``j = 1, …, ℓ`` — logged every ``every_n_steps`` optimizer steps.  By eq. (22)
+these are ≥ 1 for a stack of symplectic layers; for a deep MLP they collapse (vanishing gradients).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.autograd.functional import jacobian
+
+
+def jacobian_norms(net: torch.nn.Module, x: torch.Tensor) -> list[float]:
+    """``[‖∂x_{ℓ+1}/∂x_j‖₂ for j = 1..ℓ]`` at the single input ``x`` (shape ``(1, …)``)."""
+    states = net.hidden_states(x)
+    norms = []
+    for j in range(len(net.layers)):
+        def tail(z, j=j):
+            for layer in net.layers[j:]:
+                z = layer(z)
+            return z
+
+        jac = jacobian(tail, states[j].detach()).reshape(states[-1].numel(), states[j].numel())
+        norms.append(float(torch.linalg.matrix_norm(jac, 2)))
+    return norms
+
+
+class JacobianNormCallback(L.Callback):
+    def __init__(self, every_n_steps: int = 10, point_index: int = 0, output_dir: str | None = None) -> None:
+        self.every, self.point_index, self.output_dir = every_n_steps, point_index, output_dir
+        self.history: list[tuple[int, list[float]]] = []
+        self._point: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if not hasattr(pl_module.net, "hidden_states") or dm is None or dm.test_set is None:
+            return
+        dm.setup("test")
+        self._point = dm.test_set[self.point_index][0].unsqueeze(0).to(pl_module.device)
+        self._record(trainer, pl_module, log=False)  # Lightning does not take step logs here
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._point is not None and trainer.global_step % self.every == 0:
+            self._record(trainer, pl_module)
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> None:
+        if self.history and self.history[-1][0] == trainer.global_step:
+            return
+        with torch.enable_grad():
+            norms = jacobian_norms(pl_module.net, self._point)
+        self.history.append((trainer.global_step, norms))
+        if log:
+            pl_module.log_dict({f"jacobian/layer_{j + 1}": v for j, v in enumerate(norms)},
+                               on_step=True, on_epoch=False)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.history or self.output_dir is None:
+            return
+        import pandas as pd
+
+        from ..plotting.figures import plot_jacobian_norms
+
+        out = Path(self.output_dir)
+        rows = [{"step": s, **{f"layer_{j + 1}": v for j, v in enumerate(n)}} for s, n in self.history]
+        pd.DataFrame(rows).to_csv(out / "jacobian_norms.csv", index=False)
+        plot_jacobian_norms(self.history, out / "jacobian_norms.png")

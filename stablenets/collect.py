@@ -1,0 +1,139 @@
+"""``stablenets-collect <sweep dir>``: every run of a sweep in one pandas table, plus overlay plots.
+
+Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
+``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``) and
+metrics — and, when it has a robustness curve, one row per ε of ``curves.csv``.  Failed and unfinished
+runs are listed, never dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+STATUS = ("finished", "failed", "unfinished")
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")
+                  if "eval" not in p.parent.parent.relative_to(sweep_dir).parts)
+
+
+def collect(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, curves)`` for every job dir under ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    runs, curves = [], []
+    for d in run_dirs(sweep_dir):
+        overrides = parse_overrides(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [])
+        row = {"run_dir": str(d.relative_to(sweep_dir)) or ".", **overrides}
+        if (d / "results.json").exists():
+            res = json.loads((d / "results.json").read_text())
+            row["status"] = "finished"
+            row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
+            for point in (res.get("robustness") or {}).get("curve", []):
+                curves.append({"run_dir": row["run_dir"], **overrides, **point,
+                               "certificate": res["robustness"].get("certificate")})
+        elif (d / "error.txt").exists():
+            row["status"] = "failed"
+            lines = [ln for ln in (d / "error.txt").read_text().strip().splitlines() if ln.strip()]
+            row["error"] = lines[-1] if lines else "unknown error"
+        else:
+            row["status"] = "unfinished"
+        runs.append(row)
+    return pd.DataFrame(runs), pd.DataFrame(curves)
+
+
+def swept_keys(runs: pd.DataFrame) -> list[str]:
+    """Override columns whose value differs between runs."""
+    skip = {"run_dir", "status", "error"}
+    keys = [c for c in runs.columns if "/" not in c and c not in skip]
+    return [k for k in keys if runs[k].nunique(dropna=False) > 1]
+
+
+def plot_sweep(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, by: list[str] | None = None,
+               x: str | None = None, y: str = "test/acc") -> list[Path]:
+    """Robustness curves overlaid (one line per run, labelled by the ``by`` overrides) and, with ``x``,
+    a trade-off plot of the metric ``y`` against the override ``x``."""
+    from .plotting import plot_curves
+
+    written = []
+    by = by or swept_keys(runs)
+    if not curves.empty:
+        for metric in ("pgd_acc", "certified_acc", "autoattack_acc"):
+            if metric not in curves or curves[metric].isna().all():
+                continue
+            lines = {}
+            for run, g in curves.groupby("run_dir"):
+                label = ", ".join(f"{k}={g[k].iloc[0]}" for k in by if k in g) or run
+                lines[label] = (g["eps"].tolist(), g[metric].tolist())
+            written.append(plot_curves(lines, out / f"curves_{metric}.png", "ε (L2)", metric))
+    if x and x in runs and y in runs:
+        done = runs[runs.status == "finished"].copy()
+        done[x] = pd.to_numeric(done[x])
+        rest = [k for k in by if k != x and k in done]
+        groups = done.groupby(rest) if rest else [("all", done)]
+        lines = {(", ".join(map(str, k)) if isinstance(k, tuple) else str(k)): (g.sort_values(x)[x].tolist(), g.sort_values(x)[y].tolist())
+                 for k, g in groups}
+        written.append(plot_curves(lines, out / f"tradeoff_{y.replace('/', '_')}_vs_{x}.png", x, y, logx=True))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stablenets-collect", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--out", help="where to write runs.csv, curves.csv and plots (default: the sweep dir)")
+    parser.add_argument("--by", nargs="*", help="overrides that label the curves (default: every swept one)")
+    parser.add_argument("--x", help="override for a trade-off plot, e.g. lipschitz.L")
+    parser.add_argument("--y", default="test/acc", help="metric of the trade-off plot")
+    args = parser.parse_args(argv)
+    sweep = Path(args.sweep_dir)
+    if not sweep.is_dir():
+        parser.error(f"{sweep} is not a directory")
+    runs, curves = collect(sweep)
+    if runs.empty:
+        parser.error(f"no runs under {sweep} (looked for */.hydra/overrides.yaml)")
+    out = Path(args.out or sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    curves.to_csv(out / "curves.csv", index=False)
+    plots = plot_sweep(runs, curves, out, args.by, args.x, args.y)
+    counts = runs.status.value_counts().reindex(STATUS, fill_value=0)
+    print(f"stablenets-collect: {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
+          f"{len(curves)} curve rows -> {out / 'runs.csv'}, {out / 'curves.csv'}")
+    for _, r in runs[runs.status != "finished"].iterrows():
+        print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status == 'failed' else ''}")
+    for p in plots:
+        print(f"  plot: {p}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+def launch_sweep(overrides: list[str], group: str, root: str | Path = "outputs/sweeps") -> Path:
+    """Run ``stablenets-train -m <overrides> group=<group>`` and return its sweep dir.
+
+    A sweep relaunched with the same group skips its finished runs and resumes unfinished ones; the
+    return code is not fatal (failed jobs are listed by :func:`collect`).
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "stablenets.train", "-m", *overrides, f"group={group}",
+           f"hydra.sweep.dir={Path(root) / group}"]
+    print("$", " ".join(cmd[2:]), flush=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode:
+        print(f"stablenets: the sweep exited with {proc.returncode}; see the failed runs below", flush=True)
+    return Path(root) / group

@@ -1,0 +1,73 @@
+"""Turning a composed Hydra config into objects, with clear errors for bad input.
+
+Every error a user can cause by a config value surfaces here as :class:`ConfigError` naming the config
+key, before any training starts.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+
+def check_missing(cfg: DictConfig) -> None:
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    if missing:
+        raise ConfigError(f"missing required value(s): {', '.join(missing)}. Set them on the command line, "
+                          f"e.g. {missing[0]}=<value>.")
+
+
+def target_params(node: DictConfig) -> dict[str, inspect.Parameter]:
+    """The parameters of ``node._target_``'s constructor, by name."""
+    module, _, name = str(node._target_).rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot import {node._target_!r}: {e}") from None
+    return dict(inspect.signature(obj).parameters)
+
+
+def build(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``, with constructor errors reported against the config group."""
+    if node is None or "_target_" not in node:
+        raise ConfigError(f"config group '{group}' has no _target_ to build")
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        msg = str(cause) if isinstance(cause, (ValueError, TypeError)) else str(e)
+        raise ConfigError(f"invalid '{group}' config ({node._target_}): {msg}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid '{group}' config ({node._target_}): {e}") from None
+
+
+def check_lipschitz(node: DictConfig) -> None:
+    L, scale, rel = node.get("L"), node.get("scale", 1.0), node.get("relative_to")
+    if L is not None and not (isinstance(L, (int, float)) and L > 0 and math.isfinite(L)):
+        raise ConfigError(f"lipschitz.L must be a positive number, got {L!r}")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ConfigError(f"lipschitz.scale must be a positive number, got {scale!r}")
+    if rel not in (None, "tikhonov"):
+        raise ConfigError(f"lipschitz.relative_to must be null or 'tikhonov', got {rel!r}")
+    if L is not None and rel is not None:
+        raise ConfigError("set either lipschitz.L (absolute) or lipschitz.relative_to (+ lipschitz.scale), not both")
+
+
+def resolve_lipschitz(node: DictConfig, datamodule) -> float | None:
+    """The bound ``L`` to impose: absolute, or ``scale × L*`` of the Tikhonov baseline on the training data."""
+    check_lipschitz(node)
+    if node.get("relative_to") == "tikhonov":
+        if not hasattr(datamodule, "A"):
+            raise ConfigError("lipschitz.relative_to=tikhonov needs a linear inverse problem (data=inverse_2d)")
+        from .baselines import grid_search
+
+        y, x = datamodule.arrays("train")
+        return float(node.scale) * grid_search(datamodule.A, y, x)["L_star"]
+    return None if node.get("L") is None else float(node.L)

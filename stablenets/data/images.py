@@ -1,0 +1,149 @@
+"""Image classification data (Section 6.2, Exercise 16): Fashion-MNIST, MNIST, CIFAR-10.
+
+Pixels stay in ``[0, 1]`` (no normalisation here: ε is measured in pixel units).  Files are found
+locally first — an explicit ``data_dir``, then Debian's ``/usr/share/datasets/<name>`` (package
+``dataset-fashion-mnist``) — and downloaded through torchvision only when ``download=true``.
+The validation split is taken from training images *after* the first ``n_train``, never from the test set.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .base import TensorDataModule
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+DATASETS = {
+    # name: (torchvision class, Debian dir, shape, local file format)
+    "fashion_mnist": ("FashionMNIST", "/usr/share/datasets/fashion-mnist", (1, 28, 28), "idx"),
+    "mnist": ("MNIST", "/usr/share/datasets/mnist", (1, 28, 28), "idx"),
+    "cifar10": ("CIFAR10", None, (3, 32, 32), "cifar"),
+}
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian dims, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ConfigError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
+    return arr.reshape(dims)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: ``(N, 3, 32, 32)`` uint8 images and labels."""
+    import pickle
+
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], dtype=np.int64)
+
+
+def find_data_dir(candidates: list[Path], fmt: str) -> Path | None:
+    """First directory holding every file of the format (IDX: plain or ``.gz``, also under ``<X>/raw``)."""
+    for base in candidates:
+        if fmt == "cifar":
+            for d in (base, base / "cifar-10-batches-py"):
+                if all((d / n).is_file() for names in CIFAR_FILES.values() for n in names):
+                    return d
+            continue
+        for d in (base, base / "raw", *(base / sub / "raw" for sub in ("FashionMNIST", "MNIST"))):
+            if all(_idx_path(d, name) for pair in IDX_FILES.values() for name in pair):
+                return d
+    return None
+
+
+def _idx_path(d: Path, name: str) -> Path | None:
+    for p in (d / name, d / f"{name}.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+class ImageDataModule(TensorDataModule):
+    def __init__(self, name: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
+                 n_train: int = 30000, n_val: int = 1000, n_test: int = 1000, search_system: bool = True,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if name not in DATASETS:
+            raise ValueError(f"unknown image data set {name!r}; allowed: {sorted(DATASETS)}")
+        for key, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
+            if v is not None and v < 0:
+                raise ValueError(f"{key} must be >= 0, got {v}")
+        self.name, self.data_dir, self.download, self.search_system = name, data_dir, download, search_system
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.in_shape = DATASETS[name][2]
+        self.out_dim = 10
+
+    # -- locating ---------------------------------------------------------------------------------
+    def candidates(self) -> list[Path]:
+        cands = []
+        if self.data_dir:
+            cands.append(Path(os.path.expanduser(str(self.data_dir))))
+        debian = DATASETS[self.name][1]
+        if debian and self.search_system:
+            cands.append(Path(debian))
+        return cands
+
+    def locate(self) -> Path | None:
+        """The folder with local files, or ``None``."""
+        return find_data_dir(self.candidates(), DATASETS[self.name][3])
+
+    def check_available(self) -> None:
+        """Raise :class:`ConfigError` naming the three options when the data cannot be had."""
+        if self.locate() is not None or self.download:
+            return
+        debian = DATASETS[self.name][1]
+        raise ConfigError(
+            f"data set {self.name!r} not found and download is disabled. Either (1) set data.data_dir to a "
+            f"folder with its files (searched: {[str(c) for c in self.candidates()] or 'none'}), "
+            + (f"(2) install Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian
+               else "(2) unpack torchvision's cifar-10-batches-py into data.data_dir, ")
+            + "or (3) allow the torchvision download with data.download=true."
+        )
+
+    # -- loading ----------------------------------------------------------------------------------
+    def _load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.locate()
+        if d is None:  # check_available passed, so download is allowed
+            import torchvision
+
+            root = self.data_dir or os.path.join(os.getcwd(), "data")
+            getattr(torchvision.datasets, DATASETS[self.name][0])(root, train=split == "train", download=True)
+            self.data_dir = root
+            d = self.locate()
+        if DATASETS[self.name][3] == "cifar":
+            parts = [read_cifar_batch(d / n) for n in CIFAR_FILES[split]]
+            images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+            labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+            return images.float().div_(255.0), labels
+        img_name, lbl_name = IDX_FILES[split]
+        images = torch.from_numpy(read_idx(_idx_path(d, img_name)).copy())
+        labels = torch.from_numpy(read_idx(_idx_path(d, lbl_name)).astype(np.int64))
+        return images.unsqueeze(1).float().div_(255.0), labels
+
+    def build(self) -> None:
+        self.check_available()
+        x_tr, y_tr = self._load_split("train")
+        x_te, y_te = self._load_split("test")
+        n_tr = min(self.n_train or len(x_tr), len(x_tr))
+        n_val = min(self.n_val, len(x_tr) - n_tr)
+        self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])
+        self.val_set = self.tensors(x_tr[n_tr:n_tr + n_val], y_tr[n_tr:n_tr + n_val]) if n_val else self.tensors(x_te[:0], y_te[:0])
+        n_te = min(self.n_test or len(x_te), len(x_te))
+        self.test_set = self.tensors(x_te[:n_te], y_te[:n_te])

@@ -1,0 +1,67 @@
+"""``stablenets-eval <run dir> [overrides]``: re-evaluate a finished run from its saved config and checkpoint.
+
+The evaluation model is rebuilt from the run's own composed config (its ``.hydra/overrides.yaml``) plus the
+new overrides — e.g. ``attack=autoattack_l2`` or ``attack.n_iter=500`` — and the weights (including the
+power-method buffers) come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from .errors import ConfigError
+from .train import CONF_DIR, build_objects, report, write_json
+
+
+def load_run(run_dir: str | Path, overrides: list[str] = ()):
+    """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode."""
+    run_dir = Path(run_dir)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not saved.exists():
+        raise ConfigError(f"{run_dir} is not a run dir: {saved} is missing")
+    if not ckpt.exists():
+        raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
+    base = yaml.safe_load(saved.read_text()) or []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=False)
+    saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    with open_dict(cfg):  # no Hydra runtime here: take the resolved names from the run
+        cfg.paths.output_dir = str(run_dir)
+        cfg.name = saved_cfg.get("name", run_dir.name)
+        cfg.group = saved_cfg.get("group", cfg.name)
+    objects = build_objects(cfg)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    objects["task"].load_state_dict(state)
+    objects["task"].eval()
+    objects["datamodule"].setup("test")
+    return cfg, objects
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stablenets-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. attack=autoattack_l2 attack.n_iter=200")
+    args = parser.parse_args(argv)
+    try:
+        cfg, objects = load_run(args.run_dir, args.overrides)
+    except ConfigError as e:
+        print(f"stablenets-eval: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    out = Path(args.run_dir) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    extra = objects["task"].evaluate(objects["datamodule"], cfg, out)
+    metrics = extra.pop("metrics", {})
+    write_json(out / "results.json", {"metrics": metrics, **extra, "overrides": args.overrides})
+    report(metrics, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Activations usable inside gradient-flow blocks, with their Lipschitz constants.
+
+A non-expansive block ``x - h Aᵀσ(Ax + b)`` is the explicit Euler step of ``-∇V`` with
+``V(x) = 1ᵀγ(Ax + b)``, ``γ' = σ``.  ``V`` is convex iff σ is non-decreasing, and ``∇V`` is
+``k‖A‖²``-Lipschitz when σ is ``k``-Lipschitz, so the step-size rule (eq. 19) becomes
+``h ≤ 2 / (k‖A‖²)`` (Exercise 15).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+#: name -> (function, Lipschitz constant k, non-decreasing?)
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float, bool]] = {
+    "relu": (F.relu, 1.0, True),
+    "tanh": (torch.tanh, 1.0, True),
+    "sigmoid": (torch.sigmoid, 0.25, True),
+    "softplus": (F.softplus, 1.0, True),
+    "leaky_relu": (F.leaky_relu, 1.0, True),
+    "elu": (F.elu, 1.0, True),
+}
+
+
+def get_activation(name: str, *, monotone: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+    """Return ``(σ, k)`` for ``name``; with ``monotone`` only non-decreasing ones are accepted."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}")
+    fn, k, nondecreasing = ACTIVATIONS[name]
+    if monotone and not nondecreasing:
+        raise ValueError(f"activation {name!r} is not non-decreasing, so V would not be convex")
+    return fn, k

@@ -1,0 +1,323 @@
+r"""Layers of the paper as ``nn.Module``s.
+
+* :class:`MLPLayer`           — ``σ(Az + b)`` (eq. 1) or ``Bᵀσ(Az + b)`` (Section 4)
+* :class:`ResidualLayer`      — ``z + σ(Az + b)`` (eq. 2) or ``z + h Bᵀσ(Az + b)`` (Section 4)
+* :class:`ResidualBlock`      — ``x + B σ(Ax + b)`` (snippet 2), dense
+* :class:`ConvResidualBlock`  — the same with convolutions
+* :class:`NonExpansiveBlock`  — ``x ↦ x − h Aᵀσ(Ax + b)`` (eq. 18, snippet 1), dense
+* :class:`NonExpansiveConvBlock` — the same with ``A`` a convolution, ``Aᵀ`` its adjoint
+* :class:`HamiltonianEulerBlock` — ``x + h J Aᵀσ(Ax + a)`` (eq. 26)
+* :class:`SymplecticEulerBlock`  — the symplectic Euler step of eq. (28)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import get_activation
+from .constrained import SpectrallyTracked
+from .power import conv_norm_bound, conv_ops, dense_norm_bound, dense_ops
+
+
+def substeps_for(norm: torch.Tensor | float, T: float, k: float, margin: float = 0.0) -> int:
+    """Smallest ``n ≥ 1`` with ``h = T/n ≤ 2/(k (1+margin) ‖A‖²)`` (eq. 19)."""
+    lip = k * (1.0 + margin) * float(norm) ** 2  # Lipschitz constant of the vector field
+    return max(1, math.ceil(T * lip / 2.0 - 1e-12))
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+class MLPLayer(nn.Module):
+    """``σ(Az + b)`` (eq. 1) when ``form='eq1'``, ``Bᵀσ(Az + b)`` (Section 4) when ``form='bt'``."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "tanh", form: str = "bt") -> None:
+        super().__init__()
+        if form not in ("eq1", "bt"):
+            raise ValueError(f"form must be 'eq1' or 'bt', got {form!r}")
+        self.sigma, _ = get_activation(activation)
+        self.form = form
+        self.A = nn.Linear(dim, dim if form == "eq1" else hidden)
+        self.B = nn.Linear(dim, hidden, bias=False) if form == "bt" else None
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        s = self.sigma(self.A(z))
+        return s if self.B is None else s @ self.B.weight
+
+
+class ResidualLayer(nn.Module):
+    """``z + σ(Az + b)`` (eq. 2) when ``form='eq2'``, ``z + h Bᵀσ(Az + b)`` (Section 4) when ``form='bt'``."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "tanh", h: float = 1.0, form: str = "bt") -> None:
+        super().__init__()
+        _check_positive(h=h)
+        self.body = MLPLayer(dim, hidden, activation, "eq1" if form == "eq2" else form)
+        self.h = h
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.h * self.body(z)
+
+
+class ResidualBlock(nn.Module):
+    """``x + B σ(Ax + b)`` (snippet 2)."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.sigma, _ = get_activation(activation)
+        self.A = nn.Linear(dim, hidden)
+        self.B = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.B(self.sigma(self.A(x)))
+
+
+class ConvResidualBlock(nn.Module):
+    """``x + B σ(Ax + b)`` with ``A``, ``B`` 3×3 convolutions (snippet 2, convolutional)."""
+
+    def __init__(self, channels: int, hidden: int, activation: str = "relu", kernel_size: int = 3) -> None:
+        super().__init__()
+        self.sigma, _ = get_activation(activation)
+        pad = kernel_size // 2
+        self.A = nn.Conv2d(channels, hidden, kernel_size, padding=pad)
+        self.B = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.B(self.sigma(self.A(x)))
+
+
+class _GradientFlowBlock(SpectrallyTracked):
+    r"""Explicit Euler on ``ẋ = −∇V(x) = −Aᵀσ(Ax + b)`` over time ``T`` in ``n`` sub-steps.
+
+    .. math::  x \mapsto x - h A^\top \sigma(Ax + b), \qquad h = T/n \le \frac{2}{k\|A\|_2^2}  \quad (18), (19)
+
+    ``n`` is the smallest integer meeting eq. (19) for the current norm: the power-method estimate times
+    ``1 + margin`` in training, the certified bound in eval mode.  Each sub-step is then 1-Lipschitz
+    (Section 3.2), hence so is the block.
+    """
+
+    def _init_flow(self, T: float, activation: str, margin: float) -> None:
+        _check_positive(T=T)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.T = float(T)
+        self.margin = float(margin)
+        self.activation = activation
+        self.act, self.k = get_activation(activation, monotone=True)
+
+    @property
+    def n_steps(self) -> int:
+        margin = self.margin if self.training else 0.0
+        return substeps_for(self.current_norm(), self.T, self.k, margin)
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        n = n_steps or self.n_steps
+        h = self.T / n
+        for _ in range(n):
+            x = x - h * self._apply_At(self.act(self._apply_A(x)))
+        return x
+
+    def lipschitz_bound(self) -> float:
+        """1, by eq. (19) with the certified norm (eval-mode sub-steps)."""
+        return 1.0
+
+
+class NonExpansiveBlock(_GradientFlowBlock):
+    """Dense non-expansive block of snippet 1: ``A ∈ R^{hidden×dim}``."""
+
+    def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu", margin: float = 0.01) -> None:
+        super().__init__()
+        self._init_flow(T, activation, margin)
+        self.lin = nn.Linear(dim, hidden or dim)
+        self._init_tracking((dim,))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.lin.weight
+
+    def operators(self):
+        return dense_ops(self.weight)
+
+    def _exact_bound(self) -> torch.Tensor:
+        return dense_norm_bound(self.weight)
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.weight
+
+
+class NonExpansiveConvBlock(_GradientFlowBlock):
+    """Convolutional non-expansive block: ``A`` a stride-1 'same' convolution on ``in_shape``, ``Aᵀ`` its adjoint.
+
+    The tracked norm is that of the operator on the actual input shape (padding included), not of the
+    reshaped kernel.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        hidden: int | None = None,
+        kernel_size: int = 3,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self._init_flow(T, activation, margin)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for a shape-preserving block, got {kernel_size}")
+        self.in_shape = tuple(int(s) for s in in_shape)
+        c = self.in_shape[0]
+        self.padding = kernel_size // 2
+        self.conv = nn.Conv2d(c, hidden or c, kernel_size, padding=self.padding)
+        self._init_tracking((1, *self.in_shape))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    def operators(self):
+        return conv_ops(self.weight, self.in_shape, padding=self.padding)
+
+    def _exact_bound(self) -> torch.Tensor:
+        return conv_norm_bound(self.weight, self.in_shape, padding=self.padding)
+
+    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(v, self.weight, padding=self.padding)
+
+
+def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:
+    """The canonical symplectic matrix ``J = [[0, I], [−I, 0]]`` of eq. (20)."""
+    d = d2 // 2
+    eye = torch.eye(d, dtype=dtype, device=device)
+    zero = torch.zeros(d, d, dtype=dtype, device=device)
+    return torch.cat([torch.cat([zero, eye], 1), torch.cat([-eye, zero], 1)], 0)
+
+
+class HamiltonianEulerBlock(nn.Module):
+    r"""Explicit Euler step of a Hamiltonian field (eq. 26), *not* symplectic:
+
+    .. math::  \Phi(x) = x + h J A^\top \sigma(Ax + a),  \qquad H(x) = \langle 1, \gamma(Ax + a)\rangle, \gamma' = \sigma
+    """
+
+    def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"a Hamiltonian block needs an even dimension, got {dim}")
+        _check_positive(h=h)
+        self.sigma, _ = get_activation(activation)
+        self.h = h
+        self.A = nn.Linear(dim, dim)
+        self.register_buffer("J", symplectic_J(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.h * (self.sigma(self.A(x)) @ self.A.weight) @ self.J.t()
+
+
+class SymplecticEulerBlock(nn.Module):
+    r"""Symplectic Euler step for the separable Hamiltonian ``K(p) + U(q)`` (eq. 28):
+
+    .. math::  \hat q = q + h B^\top\sigma(Bp + b), \qquad p' = p - h C^\top \sigma(C\hat q + c)
+
+    with ``σ = γ'`` (``tanh`` for ``γ = log cosh``).  Its Jacobian ``∂ψ`` satisfies ``∂ψᵀ J ∂ψ = J`` (eq. 23),
+    hence ``‖∂ψ‖₂ ≥ 1`` (eq. 22): no vanishing gradients through a stack of them.
+    """
+
+    def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"a Hamiltonian block needs an even dimension, got {dim}")
+        _check_positive(h=h)
+        self.sigma, _ = get_activation(activation)
+        self.h = h
+        d = dim // 2
+        self.B = nn.Linear(d, d)
+        self.C = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, p = x.chunk(2, dim=-1)
+        q = q + self.h * (self.sigma(self.B(p)) @ self.B.weight)
+        p = p - self.h * (self.sigma(self.C(q)) @ self.C.weight)
+        return torch.cat([q, p], dim=-1)
+
+
+class NormalizedConv2d(SpectrallyTracked):
+    """A convolution whose weight is divided by ``max(1, ‖A‖)`` inside the forward pass, so it is 1-Lipschitz.
+
+    Used for the lifting (channel-changing, possibly strided) convolutions of the non-expansive image net.
+    Rescaling the stored weight after each step instead stalls training; dividing inside the forward
+    keeps the parametrisation smooth.  ``‖A‖`` is the power-method estimate in training and the certified
+    bound in eval mode.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.stride, self.padding = stride, kernel_size // 2
+        self.conv = nn.Conv2d(self.in_shape[0], out_channels, kernel_size, stride=stride, padding=self.padding, bias=bias)
+        self._init_tracking((1, *self.in_shape))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    def operators(self):
+        return conv_ops(self.weight, self.in_shape, stride=self.stride, padding=self.padding)
+
+    def _exact_bound(self) -> torch.Tensor:
+        return conv_norm_bound(self.weight, self.in_shape, stride=self.stride, padding=self.padding)
+
+    def out_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.in_shape
+        k = self.conv.kernel_size[0]
+        f = lambda n: (n + 2 * self.padding - k) // self.stride + 1  # noqa: E731
+        return (self.conv.out_channels, f(h), f(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.current_norm().clamp_min(1.0)
+        return F.conv2d(x, self.weight / scale, self.conv.bias, stride=self.stride, padding=self.padding)
+
+    def lipschitz_bound(self) -> float:
+        """≤ 1 in eval mode (weight divided by at least its certified norm)."""
+        return float(self.norm_bound() / self.norm_bound().clamp_min(1.0))
+
+
+class NormalizedLinear(SpectrallyTracked):
+    """A linear layer divided by ``max(1, ‖W‖)`` in the forward pass (1-Lipschitz), for a constrained head."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.lin = nn.Linear(in_features, out_features, bias=bias)
+        self._init_tracking((in_features,))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.lin.weight
+
+    def operators(self):
+        return dense_ops(self.weight)
+
+    def _exact_bound(self) -> torch.Tensor:
+        return dense_norm_bound(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight / self.current_norm().clamp_min(1.0), self.lin.bias)
+
+    def lipschitz_bound(self) -> float:
+        return 1.0

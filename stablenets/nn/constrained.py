@@ -1,0 +1,56 @@
+"""Base class for layers whose Lipschitz control depends on a tracked spectral norm.
+
+Each such layer owns a power-method vector ``u`` (a buffer of known shape, created in ``__init__`` so
+checkpoints restore it) and the running estimate ``sigma``.  ``PowerMethodCallback`` advances them after
+every optimizer step through :meth:`update_norm_estimate`; :meth:`norm_bound` is the certified upper
+bound used in eval mode and by :meth:`lipschitz_bound`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .power import Operator, power_method
+
+
+class SpectrallyTracked(nn.Module):
+    """Mixin for a module with one tracked linear operator (``self.weight``)."""
+
+    weight: nn.Parameter
+    u: torch.Tensor
+    sigma: torch.Tensor
+
+    def _init_tracking(self, u_shape: tuple[int, ...], warm_iters: int = 50) -> None:
+        self.register_buffer("u", torch.randn(u_shape))
+        self.register_buffer("sigma", torch.ones(()))
+        self._bound_cache: tuple[tuple[int, int], torch.Tensor] | None = None
+        # "before training, we run many iterations of the power method" (Section 6)
+        self.update_norm_estimate(n_iters=warm_iters)
+
+    # -- operators -------------------------------------------------------------------------------
+    def operators(self) -> tuple[Operator, Operator]:
+        raise NotImplementedError
+
+    def _exact_bound(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- estimates -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_norm_estimate(self, n_iters: int = 1, tol: float = 0.0, max_iters: int | None = None) -> int:
+        """Warm-started power iterations (eq. 31); returns how many were taken."""
+        op, op_t = self.operators()
+        sigma, u, its = power_method(op, op_t, self.u, n_iters=n_iters, tol=tol, max_iters=max_iters)
+        self.u.copy_(u)
+        self.sigma.copy_(sigma)
+        return its
+
+    def norm_bound(self) -> torch.Tensor:
+        """Certified upper bound of ``‖A‖₂``, cached until the weight changes (tracked by its version)."""
+        key = (self.weight._version, self.weight.data_ptr())
+        if self._bound_cache is None or self._bound_cache[0] != key:
+            self._bound_cache = (key, self._exact_bound().detach())
+        return self._bound_cache[1]
+
+    def current_norm(self) -> torch.Tensor:
+        """Training: the power-method estimate.  Eval: the certified bound (no power iteration runs)."""
+        return self.sigma if self.training else self.norm_bound()

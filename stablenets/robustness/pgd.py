@@ -1,0 +1,164 @@
+r"""L2 projected gradient ascent (Section 6.2), batched over a whole list of ε.
+
+Each of ``n_iter`` iterations takes a step of size ``α = step_factor · ε / n_iter`` along the normalised
+gradient of the attack loss and projects on the ε-ball (and the ``[0, 1]`` box):
+
+.. math::  \delta \leftarrow \Pi_{\|\delta\|\le\varepsilon}\Big(\delta + \alpha \frac{\nabla_\delta F(\delta)}{\|\nabla_\delta F(\delta)\|_2}\Big)
+
+The (ε, image) pairs are stacked into one batch, so an iteration is one forward/backward for all ε.
+Levers that only ever make the attack *stronger or equal*, never weaker:
+
+* only images the model classifies correctly are attacked (others count as broken at every ε);
+* ``early_stop``: an (ε, image) pair leaves the batch as soon as an iterate is misclassified;
+* ``monotone``: an image broken at ε is broken at every larger ε (the same perturbation fits the
+  larger ball), so those pairs leave the batch too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample loss to *maximise*: cross-entropy or the logit margin ``max_{j≠y} z_j − z_y``."""
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    if kind == "margin":
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+        return other - true
+    raise ValueError(f"attack loss must be 'ce' or 'margin', got {kind!r}")
+
+
+def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tuple[float, float] | None) -> torch.Tensor:
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    delta = delta * (eps / norms).clamp(max=1.0).view(-1, *[1] * (delta.dim() - 1))
+    if clip is not None:  # clamping towards x only shrinks |δ_i|: the ball constraint still holds
+        delta = (x + delta).clamp(*clip) - x
+    return delta
+
+
+@dataclass
+class PGDResult:
+    eps: list[float]
+    accuracy: list[float]          # robust accuracy per ε
+    broken: torch.Tensor           # (E, N) bool: an adversarial example was found
+    delta: torch.Tensor | None     # (E, N, ...) the perturbations (when kept)
+    forward_passes: int            # forward/backward evaluations of single images (work measure)
+
+
+def pgd_l2(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: list[float],
+    n_iter: int = 100,
+    step_factor: float = 2.5,
+    step_size: float | None = None,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    loss: str = "ce",
+    random_start: bool = False,
+    restarts: int = 1,
+    early_stop: bool = True,
+    monotone: bool = True,
+    keep_delta: bool = False,
+    generator: torch.Generator | None = None,
+) -> PGDResult:
+    """Attack ``model`` (in eval mode) at every ε in ``eps`` at once; see the module docstring."""
+    if n_iter < 1 or restarts < 1:
+        raise ValueError(f"n_iter and restarts must be >= 1, got {n_iter}, {restarts}")
+    if any(e < 0 for e in eps):
+        raise ValueError(f"every ε must be >= 0, got {eps}")
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(eps)), key=lambda i: eps[i])
+    eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
+    E, N = len(eps), len(x)
+    with torch.no_grad():
+        clean_wrong = model(x).argmax(1) != y
+    broken = clean_wrong.expand(E, N).clone()
+    best_delta = torch.zeros(E, *x.shape, dtype=x.dtype, device=x.device) if keep_delta else None
+    passes = N
+    for _ in range(restarts):
+        active = ~broken & (eps_sorted[:, None] > 0)
+        e_idx, n_idx = active.nonzero(as_tuple=True)
+        if len(e_idx) == 0:
+            break
+        xb, yb, eb = x[n_idx], y[n_idx], eps_sorted[e_idx]
+        alpha = eb * step_factor / n_iter if step_size is None else torch.full_like(eb, step_size)
+        delta = torch.zeros_like(xb)
+        if random_start:
+            noise = torch.randn(xb.shape, generator=generator, device=x.device, dtype=x.dtype)
+            radius = torch.rand(len(xb), generator=generator, device=x.device, dtype=x.dtype) * eb
+            noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+            delta = _project(noise * radius.view(-1, *[1] * (x.dim() - 1)), xb, eb, clip)
+        live = torch.arange(len(xb), device=x.device)  # rows of (xb, ...) still attacked
+        for _it in range(n_iter + 1):  # the last pass only checks the final iterate
+            d = delta[live].requires_grad_(True)
+            logits = model(xb[live] + d)
+            passes += len(live)
+            wrong = logits.argmax(1) != yb[live]
+            if wrong.any():  # any misclassified iterate is an adversarial example inside the ball
+                _record(broken, best_delta, e_idx[live[wrong]], n_idx[live[wrong]], d[wrong], monotone)
+            if _it == n_iter:
+                break
+            keep = ~wrong if early_stop else torch.ones_like(wrong)
+            if early_stop and monotone:  # the image is broken at this ε through a smaller ball
+                keep &= ~broken[e_idx[live], n_idx[live]]
+            if not keep.any():
+                break
+            grad, = torch.autograd.grad(attack_loss(logits, yb[live], loss).sum(), d)
+            with torch.no_grad():
+                rows, g = live[keep], grad[keep]
+                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+                step = delta[rows] + alpha[rows].view(-1, *[1] * (x.dim() - 1)) * g
+                delta[rows] = _project(step, xb[rows], eb[rows], clip)
+            live = rows
+    model.train(was_training)
+    inverse = torch.empty(E, dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(E)
+    broken = broken[inverse.to(broken.device)]
+    acc = (1.0 - broken.float().mean(1)).tolist()
+    delta_out = best_delta[inverse.to(x.device)] if best_delta is not None else None
+    return PGDResult(list(eps), acc, broken, delta_out, passes)
+
+
+def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
+    """Mark (ε, image) pairs broken; with ``monotone`` also every larger ε of those images."""
+    hit = torch.zeros_like(broken)
+    hit[e_rows, n_rows] = True
+    if best_delta is not None:
+        best_delta[e_rows, n_rows] = deltas.detach()
+    if monotone:  # ε are sorted ascending: propagate along the ε axis
+        spread = hit.cummax(0).values & ~broken & ~hit
+        if best_delta is not None and spread.any():
+            first = hit.float().argmax(0)  # smallest ε index that broke each image now
+            e_new, n_new = spread.nonzero(as_tuple=True)
+            best_delta[e_new, n_new] = best_delta[first[n_new], n_new]
+        hit |= spread
+    broken |= hit
+
+
+def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: float = 2.5,
+                 clip=(0.0, 1.0), loss: str = "ce") -> list[float]:
+    """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate."""
+    model.eval()
+    accs = []
+    for e in eps:
+        if e == 0:
+            with torch.no_grad():
+                accs.append(float((model(x).argmax(1) == y).float().mean()))
+            continue
+        et = torch.full((len(x),), e, dtype=x.dtype, device=x.device)
+        delta = torch.zeros_like(x)
+        for _ in range(n_iter):
+            d = delta.requires_grad_(True)
+            grad, = torch.autograd.grad(attack_loss(model(x + d), y, loss).sum(), d)
+            with torch.no_grad():
+                g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+                delta = _project(d + (e * step_factor / n_iter) * g, x, et, clip)
+        with torch.no_grad():
+            accs.append(float((model(x + delta).argmax(1) == y).float().mean()))
+    return accs

@@ -1,0 +1,206 @@
+"""Hydra entry point: ``stablenets-train [overrides]`` composes ``conf/train.yaml`` and calls :func:`train`.
+
+``train(cfg)`` builds data, model, task, callbacks and loggers from the config, trains, tests, runs the
+task's evaluation (robustness curve, Lipschitz checks, figures) and writes, under the run's output dir:
+``config.yaml``, ``results.json`` (written last: its presence marks the run finished),
+``checkpoints/last.ckpt`` and the logger's files.  A run dir that already holds ``results.json`` is
+skipped; one that holds ``checkpoints/last.ckpt`` is resumed from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import build, check_lipschitz, check_missing, resolve_lipschitz, target_params
+from .errors import ConfigError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+RESULTS = "results.json"
+
+
+def run_id(output_dir: str | Path) -> str:
+    """Deterministic id of a run dir (W&B run id: a resumed run continues the same W&B run)."""
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    os.replace(tmp, path)  # atomic: a reader never sees half a results.json
+
+
+def build_objects(cfg: DictConfig) -> dict[str, Any]:
+    """Data module, net and task from the config (no trainer).  Raises :class:`ConfigError` on bad input."""
+    check_missing(cfg)
+    check_lipschitz(cfg.lipschitz)
+    dm = build("data", cfg.data, seed=cfg.seed)
+    if hasattr(dm, "check_available"):
+        dm.check_available()
+    bound = resolve_lipschitz(cfg.lipschitz, dm)
+    model_kwargs: dict[str, Any] = {"in_shape": tuple(dm.in_shape), "out_dim": dm.out_dim}
+    params = target_params(cfg.model)
+    if bound is not None:
+        if "L" not in params:
+            raise ConfigError(f"model {cfg.model._target_} takes no Lipschitz bound; use lipschitz=none or a "
+                              "constrained model (nonexpansive, conv_nonexpansive, invnet)")
+        model_kwargs["L"] = bound
+    elif "L" in params and params["L"].default is inspect.Parameter.empty and cfg.model.get("L") is None:
+        raise ConfigError(f"model {cfg.model._target_} needs a Lipschitz bound: set lipschitz.L=<value> or "
+                          "lipschitz.relative_to=tikhonov lipschitz.scale=<multiple>")
+    torch.manual_seed(cfg.seed)
+    net = build("model", cfg.model, **model_kwargs)
+    task = build("task", cfg.task, net=net)
+    return {"datamodule": dm, "net": net, "task": task, "lipschitz_L": bound}
+
+
+def _callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
+    cbs = []
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        extra = {"output_dir": str(out)} if "output_dir" in target_params(node) and node.get("output_dir") is None else {}
+        cbs.append(build(f"callbacks.{key}", node, **extra))
+    return cbs
+
+
+def _loggers(cfg: DictConfig, out: Path) -> list:
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra = {}
+        if "Wandb" in str(node._target_):
+            os.environ.setdefault("WANDB_MODE", "offline" if node.get("offline", True) else "online")
+            extra = {"id": node.get("id") or run_id(out), "config": OmegaConf.to_container(cfg, resolve=True)}
+        loggers.append(build(f"logger.{key}", node, **extra))
+    return loggers
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train and evaluate one run; return ``(metrics, objects)``."""
+    out = Path(cfg.paths.output_dir)
+    results_path = out / RESULTS
+    if cfg.get("resume", True) and results_path.exists():
+        saved = json.loads(results_path.read_text())
+        print(f"stablenets: {out} already finished; skipping (delete {RESULTS} to re-run)")
+        return saved["metrics"], {"skipped": True, "results": saved}
+
+    objects = build_objects(cfg)  # every config error surfaces here, before any work
+    _set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm, task = objects["datamodule"], objects["task"]
+    loggers = _loggers(cfg, out)
+    trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    resume_from = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
+    if resume_from:
+        print(f"stablenets: resuming {out} from {ckpt}")
+    try:
+        t0 = time.perf_counter()
+        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
+        train_seconds = time.perf_counter() - t0
+        metrics = _scalars(trainer.callback_metrics)
+        if cfg.get("test", True):
+            metrics.update(_scalars(trainer.test(task, datamodule=dm, verbose=False)[0]))
+        metrics["train/seconds"] = train_seconds
+        extra = task.evaluate(dm, cfg, out) if hasattr(task, "evaluate") else {}
+        metrics.update(extra.pop("metrics", {}))
+        for lg in loggers:
+            lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            _log_tables(lg, extra)
+        results = {"metrics": metrics, **extra, "run_id": run_id(out),
+                   "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"]}
+        write_json(results_path, results)
+    except BaseException:
+        (out / "error.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        _finish_wandb(loggers)
+    objects.update(trainer=trainer, results=results)
+    return metrics, objects
+
+
+def _set_threads(setting, datamodule) -> None:
+    """``auto``: one intra-op thread for small vector problems (thread hand-offs cost more than the
+    tiny matrix products they split), the torch default otherwise; an integer sets it."""
+    import math
+
+    if setting == "auto":
+        if math.prod(datamodule.in_shape) <= 64:
+            torch.set_num_threads(1)
+    elif setting is not None:
+        torch.set_num_threads(int(setting))
+
+
+def _scalars(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))}
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, AttributeError):
+        return []
+
+
+def _log_tables(logger, extra: dict) -> None:
+    """Robustness curve as a W&B table + line plot (dashboards overlay them across runs)."""
+    if "Wandb" not in type(logger).__name__ or "robustness" not in extra:
+        return
+    import wandb
+
+    rows = extra["robustness"]["curve"]
+    cols = ["eps", "pgd_acc", "autoattack_acc", "certified_acc"]
+    table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
+    logger.experiment.log({"robustness/curve": table,
+                           "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps")})
+
+
+def _finish_wandb(loggers) -> None:
+    if any("Wandb" in type(lg).__name__ for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def report(metrics: dict[str, Any], out: Path) -> None:
+    keys = [k for k in sorted(metrics) if k.startswith("test/") or k in ("train/seconds",)]
+    print("stablenets: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys[:12] if isinstance(metrics[k], float)))
+    print(f"stablenets: outputs in {out}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        metrics, _ = train(cfg)
+    except ConfigError as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records this job as failed and goes on with the others
+        print(f"stablenets: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    report(metrics, Path(cfg.paths.output_dir))
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)  # the test problems are small: thread hand-offs dominate
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long reproductions, not in the default run")
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    from problems import make_idx_dataset
+
+    return make_idx_dataset(tmp_path / "fmnist")

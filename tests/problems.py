@@ -1,0 +1,82 @@
+"""Shared test problems: small data files, configs and nets. No test copies a generator."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from stablenets.train import CONF_DIR
+
+CONF = Path(CONF_DIR)
+GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
+                 ("model", "data", "task", "lipschitz", "attack", "trainer", "logger", "callbacks", "experiment")}
+DENSE_MODELS = ["mlp", "resnet", "hnn", "hnn_euler", "nonexpansive", "invnet"]
+CONV_MODELS = ["conv_nonexpansive", "conv_resnet"]
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    """An IDX file of unsigned bytes (the MNIST / Fashion-MNIST format)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        Path(path).write_bytes(data)
+
+
+def make_idx_dataset(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
+    """Tiny learnable 28×28 images: class k has a bright 6×6 patch at a class-specific place."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, k in enumerate(labels):
+            r, c = 2 + 8 * (k // 3) % 22, 2 + 8 * (k % 3)
+            images[i, r:r + 6, c:c + 6] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+def make_cifar_dataset(root: Path, n: int = 20, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+        with open(d / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/train.yaml`` as the CLI would, with the hydra node set, into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    return cfg
+
+
+def small(overrides: list[str]) -> list[str]:
+    """Shrink a run: one epoch on CPU, no progress bars."""
+    return ["trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", *overrides]
+
+
+def random_pairs_ratio(f, x: torch.Tensor, n: int = 256, scale: float = 0.5) -> float:
+    y = x + scale * torch.randn_like(x)
+    with torch.no_grad():
+        return float(((f(x) - f(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)).max())

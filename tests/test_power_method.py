@@ -1,0 +1,71 @@
+"""Eq. (31) against exact spectral norms (Exercise 14), for dense matrices and convolution operators."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stablenets.nn import conv_norm_bound, conv_ops, dense_ops, power_method
+
+
+def _dense_cases():
+    g = torch.Generator().manual_seed(0)
+    B = torch.randn(10, 10, generator=g, dtype=torch.float64)
+    return {
+        "I": torch.eye(10, dtype=torch.float64),
+        "5I": 5 * torch.eye(10, dtype=torch.float64),
+        "exp(B-B^T)": torch.linalg.matrix_exp(B - B.T),
+        "random 10x10": torch.randn(10, 10, generator=g, dtype=torch.float64),
+        "random 30x7": torch.randn(30, 7, generator=g, dtype=torch.float64),
+        "random 5x40": torch.randn(5, 40, generator=g, dtype=torch.float64),
+    }
+
+
+@pytest.mark.parametrize("name", list(_dense_cases()))
+def test_power_method_dense(name):
+    A = _dense_cases()[name]
+    u0 = torch.randn(A.shape[1], dtype=A.dtype, generator=torch.Generator().manual_seed(1))
+    sigma, u, its = power_method(*dense_ops(A), u0, n_iters=2000, tol=1e-14)
+    exact = torch.linalg.matrix_norm(A, 2)
+    assert torch.isclose(sigma, exact, rtol=1e-6), (float(sigma), float(exact))
+    assert sigma <= exact * (1 + 1e-9)  # the power method approaches from below
+
+
+def conv_matrix(weight, in_shape, stride=1, padding=1):
+    """The conv's explicit matrix: apply it to every basis image."""
+    n = int(torch.tensor(in_shape).prod())
+    basis = torch.eye(n, dtype=weight.dtype).reshape(n, *in_shape)
+    return F.conv2d(basis, weight, stride=stride, padding=padding).reshape(n, -1).T
+
+
+@pytest.mark.parametrize("cin,cout,hw,stride,k", [(2, 3, 6, 1, 3), (3, 3, 5, 1, 3), (1, 4, 7, 2, 3), (2, 2, 6, 1, 5), (4, 4, 14, 1, 3)])
+def test_conv_operator_norm_matches_explicit_matrix(cin, cout, hw, stride, k):
+    g = torch.Generator().manual_seed(cin * 10 + hw)
+    w = torch.randn(cout, cin, k, k, generator=g, dtype=torch.float64)
+    shape, pad = (cin, hw, hw), k // 2
+    exact = torch.linalg.matrix_norm(conv_matrix(w, shape, stride, pad), 2)
+    sigma, _, _ = power_method(*conv_ops(w, shape, stride, pad), torch.randn(1, *shape, generator=g, dtype=torch.float64),
+                               n_iters=3000, tol=1e-13)
+    assert abs(float(sigma) / float(exact) - 1) < 0.01
+    bound = conv_norm_bound(w, shape, stride, pad)
+    assert bound >= exact * (1 - 1e-9)  # a certified *upper* bound
+    if stride == 1 and hw >= 14:  # boundary effects fade with size (28x28: < 1%); stride > 1 is looser
+        assert bound <= 1.05 * exact
+
+
+def test_reshaped_kernel_norm_is_not_the_operator_norm():
+    """Why the conv norm is computed on the operator: the reshaped kernel's norm can be far off."""
+    w = torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(conv_matrix(w, (1, 8, 8)), 2)
+    reshaped = torch.linalg.matrix_norm(w.reshape(1, -1), 2)
+    assert exact / reshaped > 2.5
+
+
+def test_adjoint_is_exact():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    for stride in (1, 2):
+        op, op_t = conv_ops(w, (2, 7, 7), stride, 1)
+        u = torch.randn(1, 2, 7, 7, generator=g, dtype=torch.float64)
+        v = torch.randn_like(op(u))
+        assert torch.isclose((op(u) * v).sum(), (u * op_t(v)).sum(), rtol=1e-10)
