@@ -38,6 +38,7 @@ class PowerMethodCallback(L.Callback):
         self.seconds = 0.0  # time spent in this callback (benchmarks report its share of the epoch)
         self.iterations = 0
         self.updates = 0
+        self.substeps: list[int] = []  # n of every gradient-flow block after every update
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:  # no optimizer step (gradient accumulation)
@@ -46,6 +47,8 @@ class PowerMethodCallback(L.Callback):
         t0 = time.perf_counter()
         for _, m in tracked_modules(pl_module):
             self.iterations += m.update_norm_estimate(self.n_iters, self.tol, self.max_iters)
+            if isinstance(m, _GradientFlowBlock):
+                self.substeps.append(m.n_steps)
         self.updates += 1
         self.seconds += time.perf_counter() - t0
         if trainer.global_step % self.log_every == 0:
