@@ -72,7 +72,8 @@ def main() -> None:
         pred = reconstruct(A, y_te.double(), tau)
         mse = float((pred - x_te.double()).pow(2).sum(1).mean())
         panels[f"Tikhonov L={label} (τ={tau:.3g})"] = {"x̂": pred.numpy(), "x†": x_te.numpy()}
-        rows.append({"method": f"Tikhonov L={label}", "L": s * L_star, "test_mse": mse, "lipschitz_measured": s * L_star})
+        rows.append({"method": f"Tikhonov L={label}", "L": s * L_star, "tau": tau, "test_mse": mse,
+                     "lipschitz_measured": float(lipschitz_of_tau(A, tau))})  # exact for a linear map
     plot_point_sets(panels, sweep / "fig9_tikhonov.png", "Figure 9: Tikhonov reconstructions")
 
     # --- InvNets from the sweep ---

@@ -31,10 +31,16 @@ def lipschitz_of_tau(A: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor
 
 
 def tau_for_lipschitz(A: torch.Tensor, L: float) -> float:
-    """The ``τ ≥ 0`` with ``L(τ) = L`` (bisection in ``log τ``; ``L(τ)`` is decreasing)."""
+    """The ``τ ≥ 0`` with ``L(τ) = L`` (bisection in ``log τ``; ``L(τ)`` is decreasing).
+
+    ``L(τ) < L(0) = 1/σ_min``: a larger target is out of Tikhonov's reach and gives ``τ = 0``
+    (the plain (pseudo-)inverse), whose constant is ``1/σ_min``.
+    """
     s = torch.linalg.svdvals(A.double())
-    if not 0 < L <= float((1 / s).max()):
-        raise ValueError(f"a Tikhonov map has Lipschitz constant in (0, {float((1 / s).max()):.4g}], got {L}")
+    if not L > 0:
+        raise ValueError(f"the target Lipschitz constant must be > 0, got {L}")
+    if L >= float((1 / s).max()):
+        return 0.0
     lo, hi = -30.0, 30.0
     for _ in range(200):
         mid = (lo + hi) / 2
