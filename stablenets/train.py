@@ -80,38 +80,49 @@ def _loggers(cfg: DictConfig, out: Path) -> list:
     for key, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        extra = {}
-        if "Wandb" in str(node._target_):
+        wandb = "Wandb" in str(node._target_)
+        if wandb:
             os.environ.setdefault("WANDB_MODE", "offline" if node.get("offline", True) else "online")
-            extra = {"id": node.get("id") or run_id(out), "config": OmegaConf.to_container(cfg, resolve=True)}
-        loggers.append(build(f"logger.{key}", node, **extra))
+        logger = build(f"logger.{key}", node, **({"id": node.get("id") or run_id(out)} if wandb else {}))
+        if wandb:  # the full resolved config, so dashboards can group and filter by any key
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(logger)
     return loggers
 
 
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest of ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt`` (saved on preemption)."""
+    cands = [p for p in [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train and evaluate one run; return ``(metrics, objects)``."""
+    """Train and evaluate one run; return ``(metrics, objects)``.
+
+    A failure of any kind leaves ``error.txt`` in the run dir (so a sweep's table lists it) and is re-raised.
+    """
     out = Path(cfg.paths.output_dir)
     results_path = out / RESULTS
     if cfg.get("resume", True) and results_path.exists():
         saved = json.loads(results_path.read_text())
         print(f"stablenets: {out} already finished; skipping (delete {RESULTS} to re-run)")
         return saved["metrics"], {"skipped": True, "results": saved}
-
-    objects = build_objects(cfg)  # every config error surfaces here, before any work
-    _set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm, task = objects["datamodule"], objects["task"]
-    loggers = _loggers(cfg, out)
-    trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
-    ckpt = out / "checkpoints" / "last.ckpt"
-    resume_from = str(ckpt) if cfg.get("resume", True) and ckpt.exists() else None
-    if resume_from:
-        print(f"stablenets: resuming {out} from {ckpt}")
+    (out / "error.txt").unlink(missing_ok=True)
+    loggers: list = []
     try:
+        objects = build_objects(cfg)  # every config error surfaces here, before any work
+        _set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        dm, task = objects["datamodule"], objects["task"]
+        loggers = _loggers(cfg, out)
+        trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
+        ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
+        if ckpt:
+            print(f"stablenets: resuming {out} from {ckpt}")
         t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
+        trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         train_seconds = time.perf_counter() - t0
         metrics = _scalars(trainer.callback_metrics)
         if cfg.get("test", True):
@@ -122,8 +133,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         for lg in loggers:
             lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             _log_tables(lg, extra)
-        results = {"metrics": metrics, **extra, "run_id": run_id(out),
-                   "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"]}
+        results = {"metrics": metrics, **extra, "name": cfg.get("name"), "group": cfg.get("group"),
+                   "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
+                   "resumed_from": str(ckpt) if ckpt else None}
         write_json(results_path, results)
     except BaseException:
         (out / "error.txt").write_text(traceback.format_exc())

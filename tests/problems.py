@@ -81,3 +81,32 @@ def random_pairs_ratio(f, x: torch.Tensor, n: int = 256, scale: float = 0.5) -> 
     y = x + scale * torch.randn_like(x)
     with torch.no_grad():
         return float(((f(x) - f(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)).max())
+
+
+def read_wandb_records(path: Path) -> list:
+    """Records of an offline W&B run file (``run-<id>.wandb``): a 7-byte header (``:W&B``, magic, version)
+    then the LevelDB log format — 32 KiB blocks of chunks (crc32, length, type) holding protobuf Records."""
+    import struct as st
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    pos, block, records, parts = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _, length, kind = st.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        parts += data[pos + 7: pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            rec = wandb_internal_pb2.Record()
+            rec.ParseFromString(parts)
+            records.append(rec)
+            parts = b""
+    return records

@@ -1,4 +1,5 @@
+from .checkpoint import LastCheckpoint
 from .jacobian_norm import JacobianNormCallback, jacobian_norms
 from .power_method import PowerMethodCallback, tracked_modules
 
-__all__ = ["JacobianNormCallback", "jacobian_norms", "PowerMethodCallback", "tracked_modules"]
+__all__ = ["LastCheckpoint", "JacobianNormCallback", "jacobian_norms", "PowerMethodCallback", "tracked_modules"]
