@@ -1,7 +1,8 @@
 """LightningDataModules; each exposes ``in_shape`` and ``out_dim`` for the model."""
 from .base import EpochSeededSampler, TensorDataModule
+from .dynamics import DynamicsDataModule
 from .images import ImageDataModule
 from .inverse import InverseProblemDataModule
 from .swiss_roll import SwissRollDataModule
 
-__all__ = ["EpochSeededSampler", "TensorDataModule", "ImageDataModule", "InverseProblemDataModule", "SwissRollDataModule"]
+__all__ = ["DynamicsDataModule", "EpochSeededSampler", "TensorDataModule", "ImageDataModule", "InverseProblemDataModule", "SwissRollDataModule"]

@@ -1,10 +1,11 @@
 """Plain ``nn.Module`` models assembled from :mod:`stablenets.nn`.  Each takes ``in_shape`` and ``out_dim``
 (supplied by the data module) plus its own hyper-parameters from ``conf/model/*.yaml``."""
 from .conv import ConvNonExpansiveNet, ConvResNet
+from .dynamics import ContractingField, LyapunovStableField, VectorFieldMLP
 from .hnn import HNN
 from .invnet import InvNet
 from .mlp import MLP
 from .nonexpansive import NonExpansiveNet
 from .resnet import ResNet
 
-__all__ = ["ConvNonExpansiveNet", "ConvResNet", "HNN", "InvNet", "MLP", "NonExpansiveNet", "ResNet"]
+__all__ = ["ContractingField", "LyapunovStableField", "VectorFieldMLP", "ConvNonExpansiveNet", "ConvResNet", "HNN", "InvNet", "MLP", "NonExpansiveNet", "ResNet"]
