@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
-from .constrained import SpectrallyTracked
-from .power import conv_norm_bound, conv_ops, dense_norm_bound, dense_ops
+from .constrained import ConvTracked, DenseTracked
 
 
 def substeps_for(norm: torch.Tensor | float, T: float, k: float, margin: float = 0.0) -> int:
@@ -91,7 +90,7 @@ class ConvResidualBlock(nn.Module):
         return x + self.B(self.sigma(self.A(x)))
 
 
-class _GradientFlowBlock(SpectrallyTracked):
+class _GradientFlowBlock(nn.Module):
     r"""Explicit Euler on ``ẋ = −∇V(x) = −Aᵀσ(Ax + b)`` over time ``T`` in ``n`` sub-steps.
 
     .. math::  x \mapsto x - h A^\top \sigma(Ax + b), \qquad h = T/n \le \frac{2}{k\|A\|_2^2}  \quad (18), (19)
@@ -133,7 +132,7 @@ class _GradientFlowBlock(SpectrallyTracked):
         return 1.0
 
 
-class NonExpansiveBlock(_GradientFlowBlock):
+class NonExpansiveBlock(_GradientFlowBlock, DenseTracked):
     """Dense non-expansive block of snippet 1: ``A ∈ R^{hidden×dim}``."""
 
     def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu", margin: float = 0.01) -> None:
@@ -142,16 +141,6 @@ class NonExpansiveBlock(_GradientFlowBlock):
         self.lin = nn.Linear(dim, hidden or dim)
         self._init_tracking((dim,))
 
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.lin.weight
-
-    def operators(self):
-        return dense_ops(self.weight)
-
-    def _exact_bound(self) -> torch.Tensor:
-        return dense_norm_bound(self.weight)
-
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x)
 
@@ -159,7 +148,7 @@ class NonExpansiveBlock(_GradientFlowBlock):
         return v @ self.weight
 
 
-class NonExpansiveConvBlock(_GradientFlowBlock):
+class NonExpansiveConvBlock(_GradientFlowBlock, ConvTracked):
     """Convolutional non-expansive block: ``A`` a stride-1 'same' convolution on ``in_shape``, ``Aᵀ`` its adjoint.
 
     The tracked norm is that of the operator on the actual input shape (padding included), not of the
@@ -185,16 +174,6 @@ class NonExpansiveConvBlock(_GradientFlowBlock):
         self.conv = nn.Conv2d(c, hidden or c, kernel_size, padding=self.padding)
         self._init_tracking((1, *self.in_shape))
 
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.conv.weight
-
-    def operators(self):
-        return conv_ops(self.weight, self.in_shape, padding=self.padding)
-
-    def _exact_bound(self) -> torch.Tensor:
-        return conv_norm_bound(self.weight, self.in_shape, padding=self.padding)
-
     def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
@@ -210,19 +189,26 @@ def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:
     return torch.cat([torch.cat([zero, eye], 1), torch.cat([-eye, zero], 1)], 0)
 
 
-class HamiltonianEulerBlock(nn.Module):
-    r"""Explicit Euler step of a Hamiltonian field (eq. 26), *not* symplectic:
+class _HamiltonianBlock(nn.Module):
+    """State ``x = (q, p) ∈ R^{2d}``, step size ``h``, activation ``σ = γ'``."""
 
-    .. math::  \Phi(x) = x + h J A^\top \sigma(Ax + a),  \qquad H(x) = \langle 1, \gamma(Ax + a)\rangle, \gamma' = \sigma
-    """
-
-    def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
+    def __init__(self, dim: int, h: float, activation: str) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"a Hamiltonian block needs an even dimension, got {dim}")
         _check_positive(h=h)
         self.sigma, _ = get_activation(activation)
         self.h = h
+
+
+class HamiltonianEulerBlock(_HamiltonianBlock):
+    r"""Explicit Euler step of a Hamiltonian field (eq. 26), *not* symplectic:
+
+    .. math::  \Phi(x) = x + h J A^\top \sigma(Ax + a),  \qquad H(x) = \langle 1, \gamma(Ax + a)\rangle, \gamma' = \sigma
+    """
+
+    def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
+        super().__init__(dim, h, activation)
         self.A = nn.Linear(dim, dim)
         self.register_buffer("J", symplectic_J(dim))
 
@@ -230,7 +216,7 @@ class HamiltonianEulerBlock(nn.Module):
         return x + self.h * (self.sigma(self.A(x)) @ self.A.weight) @ self.J.t()
 
 
-class SymplecticEulerBlock(nn.Module):
+class SymplecticEulerBlock(_HamiltonianBlock):
     r"""Symplectic Euler step for the separable Hamiltonian ``K(p) + U(q)`` (eq. 28):
 
     .. math::  \hat q = q + h B^\top\sigma(Bp + b), \qquad p' = p - h C^\top \sigma(C\hat q + c)
@@ -240,12 +226,7 @@ class SymplecticEulerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"a Hamiltonian block needs an even dimension, got {dim}")
-        _check_positive(h=h)
-        self.sigma, _ = get_activation(activation)
-        self.h = h
+        super().__init__(dim, h, activation)
         d = dim // 2
         self.B = nn.Linear(d, d)
         self.C = nn.Linear(d, d)
@@ -257,7 +238,7 @@ class SymplecticEulerBlock(nn.Module):
         return torch.cat([q, p], dim=-1)
 
 
-class NormalizedConv2d(SpectrallyTracked):
+class NormalizedConv2d(ConvTracked):
     """A convolution whose weight is divided by ``max(1, ‖A‖)`` inside the forward pass, so it is 1-Lipschitz.
 
     Used for the lifting (channel-changing, possibly strided) convolutions of the non-expansive image net.
@@ -272,16 +253,6 @@ class NormalizedConv2d(SpectrallyTracked):
         self.stride, self.padding = stride, kernel_size // 2
         self.conv = nn.Conv2d(self.in_shape[0], out_channels, kernel_size, stride=stride, padding=self.padding, bias=bias)
         self._init_tracking((1, *self.in_shape))
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.conv.weight
-
-    def operators(self):
-        return conv_ops(self.weight, self.in_shape, stride=self.stride, padding=self.padding)
-
-    def _exact_bound(self) -> torch.Tensor:
-        return conv_norm_bound(self.weight, self.in_shape, stride=self.stride, padding=self.padding)
 
     def out_shape(self) -> tuple[int, int, int]:
         _, h, w = self.in_shape
@@ -298,23 +269,13 @@ class NormalizedConv2d(SpectrallyTracked):
         return float(self.norm_bound() / self.norm_bound().clamp_min(1.0))
 
 
-class NormalizedLinear(SpectrallyTracked):
+class NormalizedLinear(DenseTracked):
     """A linear layer divided by ``max(1, ‖W‖)`` in the forward pass (1-Lipschitz), for a constrained head."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
         self.lin = nn.Linear(in_features, out_features, bias=bias)
         self._init_tracking((in_features,))
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.lin.weight
-
-    def operators(self):
-        return dense_ops(self.weight)
-
-    def _exact_bound(self) -> torch.Tensor:
-        return dense_norm_bound(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight / self.current_norm().clamp_min(1.0), self.lin.bias)

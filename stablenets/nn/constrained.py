@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .power import Operator, power_method
+from .power import Operator, conv_norm_bound, conv_ops, dense_norm_bound, dense_ops, power_method
 
 
 class SpectrallyTracked(nn.Module):
@@ -54,3 +54,36 @@ class SpectrallyTracked(nn.Module):
     def current_norm(self) -> torch.Tensor:
         """Training: the power-method estimate.  Eval: the certified bound (no power iteration runs)."""
         return self.sigma if self.training else self.norm_bound()
+
+
+class DenseTracked(SpectrallyTracked):
+    """Tracks ``self.lin.weight`` (a dense matrix); the certified bound is its exact SVD norm."""
+
+    lin: nn.Linear
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.lin.weight
+
+    def operators(self) -> tuple[Operator, Operator]:
+        return dense_ops(self.weight)
+
+    def _exact_bound(self) -> torch.Tensor:
+        return dense_norm_bound(self.weight)
+
+
+class ConvTracked(SpectrallyTracked):
+    """Tracks the operator of ``self.conv`` on inputs of shape ``self.in_shape`` (stride and padding included)."""
+
+    conv: nn.Conv2d
+    in_shape: tuple[int, int, int]
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.conv.weight
+
+    def operators(self) -> tuple[Operator, Operator]:
+        return conv_ops(self.weight, self.in_shape, stride=self.conv.stride[0], padding=self.conv.padding[0])
+
+    def _exact_bound(self) -> torch.Tensor:
+        return conv_norm_bound(self.weight, self.in_shape, stride=self.conv.stride[0], padding=self.conv.padding[0])

@@ -25,6 +25,19 @@ class Task(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def _step(self, batch, split: str) -> torch.Tensor:
+        """Loss of one batch of ``split`` (train / val / test), logged under ``split/...``."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:

@@ -34,14 +34,6 @@ class ClassificationTask(Task):
         self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=len(y))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     # -- after training ---------------------------------------------------------------------------
     def evaluate(self, datamodule, cfg, out_dir) -> dict:

@@ -20,9 +20,6 @@ class DynamicsTask(Task):
                  prog_bar=True, batch_size=len(x))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
     def validation_step(self, batch, batch_idx):
         with torch.enable_grad():  # the Lyapunov field differentiates V
             self._step(batch, "val")

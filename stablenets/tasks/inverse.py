@@ -22,14 +22,6 @@ class InverseProblemTask(Task):
                  on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     # -- after training ---------------------------------------------------------------------------
     def evaluate(self, datamodule, cfg, out_dir) -> dict:
