@@ -151,3 +151,14 @@ def test_gradcheck_block(conv):
     assert torch.autograd.gradcheck(block, (x,))
     assert torch.autograd.gradcheck(lambda w: torch.nn.functional.conv2d(x, w) if conv else x @ w.T,
                                     (block.weight.detach().clone().requires_grad_(),))
+
+
+def test_norm_cap_bounds_substeps_and_keeps_the_guarantee():
+    torch.manual_seed(0)
+    block = NonExpansiveConvBlock((2, 8, 8), T=1.0, max_norm=1.4)
+    _inflate(block, 1.5)
+    assert float(block.norm_bound()) > 5  # uncapped, this would need > 12 sub-steps
+    block.eval()
+    assert block.n_steps == 1
+    x = torch.rand(32, 2, 8, 8)
+    assert empirical_lipschitz(block, x, n_pairs=64, ascent_steps=40) <= TOL

@@ -45,7 +45,8 @@ class _ConvNet(nn.Module):
 
 class ConvNonExpansiveNet(_ConvNet):
     def __init__(self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, T: float = 1.0,
-                 activation: str = "relu", margin: float = 0.01, L: float | None = None) -> None:
+                 activation: str = "relu", margin: float = 0.01, max_norm: float | None = None,
+                 L: float | None = None) -> None:
         shape = _check(in_shape, channels, blocks)
         check_architecture(1, None, T=T, L=L)
         stages: list[nn.Module] = []
@@ -53,7 +54,7 @@ class ConvNonExpansiveNet(_ConvNet):
             lift = NormalizedConv2d(shape, c)
             shape = lift.out_shape()
             stages.append(lift)
-            stages += [NonExpansiveConvBlock(shape, T=T, activation=activation, margin=margin) for _ in range(blocks)]
+            stages += [NonExpansiveConvBlock(shape, T=T, activation=activation, margin=margin, max_norm=max_norm) for _ in range(blocks)]
             stages.append(nn.AvgPool2d(2))
             shape = (shape[0], shape[1] // 2, shape[2] // 2)
         super().__init__(stages, math.prod(shape), out_dim)

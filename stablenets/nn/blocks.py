@@ -98,33 +98,47 @@ class _GradientFlowBlock(nn.Module):
     ``n`` is the smallest integer meeting eq. (19) for the current norm: the power-method estimate times
     ``1 + margin`` in training, the certified bound in eval mode.  Each sub-step is then 1-Lipschitz
     (Section 3.2), hence so is the block.
+
+    ``max_norm = c`` (optional) uses ``A·min(1, c/‖A‖)`` in place of ``A`` — still a gradient flow of a convex
+    potential, so the guarantee is unchanged — which caps the sub-step count at ``⌈T k c² (1+margin)/2⌉``
+    when the optimizer inflates ``‖A‖`` (the cost of an epoch otherwise grows with ``‖A‖²``).
     """
 
-    def _init_flow(self, T: float, activation: str, margin: float) -> None:
+    def _init_flow(self, T: float, activation: str, margin: float, max_norm: float | None = None) -> None:
         _check_positive(T=T)
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
+        if max_norm is not None:
+            _check_positive(max_norm=max_norm)
         self.T = float(T)
         self.margin = float(margin)
+        self.max_norm = max_norm
         self.activation = activation
         self.act, self.k = get_activation(activation, monotone=True)
+
+    def _scale(self) -> torch.Tensor | float:
+        """``min(1, c/‖A‖)``: 1 without a cap."""
+        if self.max_norm is None:
+            return 1.0
+        return (self.max_norm / self.current_norm()).clamp(max=1.0)
 
     @property
     def n_steps(self) -> int:
         margin = self.margin if self.training else 0.0
-        return substeps_for(self.current_norm(), self.T, self.k, margin)
+        return substeps_for(self.current_norm() * self._scale(), self.T, self.k, margin)
 
-    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
+    def _apply_A(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
+    def _apply_At(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
         n = n_steps or self.n_steps
         h = self.T / n
+        w = self.weight * self._scale()
         for _ in range(n):
-            x = x - h * self._apply_At(self.act(self._apply_A(x)))
+            x = x - h * self._apply_At(self.act(self._apply_A(x, w)), w)
         return x
 
     def lipschitz_bound(self) -> float:
@@ -135,17 +149,18 @@ class _GradientFlowBlock(nn.Module):
 class NonExpansiveBlock(_GradientFlowBlock, DenseTracked):
     """Dense non-expansive block of snippet 1: ``A ∈ R^{hidden×dim}``."""
 
-    def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu", margin: float = 0.01) -> None:
+    def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu",
+                 margin: float = 0.01, max_norm: float | None = None) -> None:
         super().__init__()
-        self._init_flow(T, activation, margin)
+        self._init_flow(T, activation, margin, max_norm)
         self.lin = nn.Linear(dim, hidden or dim)
         self._init_tracking((dim,))
 
-    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x)
+    def _apply_A(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, self.lin.bias)
 
-    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ self.weight
+    def _apply_At(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return v @ weight
 
 
 class NonExpansiveConvBlock(_GradientFlowBlock, ConvTracked):
@@ -163,9 +178,10 @@ class NonExpansiveConvBlock(_GradientFlowBlock, ConvTracked):
         T: float = 1.0,
         activation: str = "relu",
         margin: float = 0.01,
+        max_norm: float | None = None,
     ) -> None:
         super().__init__()
-        self._init_flow(T, activation, margin)
+        self._init_flow(T, activation, margin, max_norm)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for a shape-preserving block, got {kernel_size}")
         self.in_shape = tuple(int(s) for s in in_shape)
@@ -174,11 +190,11 @@ class NonExpansiveConvBlock(_GradientFlowBlock, ConvTracked):
         self.conv = nn.Conv2d(c, hidden or c, kernel_size, padding=self.padding)
         self._init_tracking((1, *self.in_shape))
 
-    def _apply_A(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+    def _apply_A(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, self.conv.bias, padding=self.padding)
 
-    def _apply_At(self, v: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(v, self.weight, padding=self.padding)
+    def _apply_At(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(v, weight, padding=self.padding)
 
 
 def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:
