@@ -76,6 +76,7 @@ def _idx_path(d: Path, name: str) -> Path | None:
 
 
 class ImageDataModule(TensorDataModule):
+    box = (0.0, 1.0)  # pixel range: attacks keep their images in it
     def __init__(self, name: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
                  n_train: int = 30000, n_val: int = 1000, n_test: int = 1000, search_system: bool = True,
                  **kwargs) -> None:

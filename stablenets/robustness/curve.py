@@ -25,33 +25,58 @@ def collect(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
-def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_size: int = 500, seed: int = 0) -> list[float]:
-    """AutoAttack (L2) through torchattacks, one ε at a time; ε = 0 is the clean accuracy."""
+def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_size: int = 500, seed: int = 0,
+                  clip: tuple[float, float] | None = (0.0, 1.0)) -> list[float]:
+    """AutoAttack (L2) through torchattacks, one ε at a time; ε = 0 is the clean accuracy.
+
+    torchattacks keeps inputs in [0, 1]; for other data (``clip=None``) the inputs are mapped affinely into
+    [0, 1] and ε scaled by the same factor, so the attack is on the same ball of the original space."""
     import torchattacks
 
+    model, scale = net, 1.0
+    if clip is None:  # x = lo + s·u with u in [0, 1]: attack u with ε/s, an isometry up to the factor s
+        lo = float(x.min()) - 1.0
+        scale = float(x.max()) + 1.0 - lo
+        model = torch.nn.Sequential(_Affine(lo, scale), net)
+        x = (x - lo) / scale
     accs = []
     for e in eps:
         if e == 0:
             with torch.no_grad():
-                accs.append(float((net(x).argmax(1) == y).float().mean()))
+                accs.append(float((model(x).argmax(1) == y).float().mean()))
             continue
-        atk = torchattacks.AutoAttack(net, norm="L2", eps=e, version=version, n_classes=int(net(x[:1]).shape[1]), seed=seed)
+        atk = torchattacks.AutoAttack(model, norm="L2", eps=e / scale, version=version,
+                                      n_classes=int(model(x[:1]).shape[1]), seed=seed)
         correct = 0
         for i in range(0, len(x), batch_size):
             xa = atk(x[i:i + batch_size], y[i:i + batch_size])
             with torch.no_grad():
-                correct += int((net(xa).argmax(1) == y[i:i + batch_size]).sum())
+                correct += int((model(xa).argmax(1) == y[i:i + batch_size]).sum())
         accs.append(correct / len(x))
     return accs
 
 
-def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], convention: str = "sqrt2") -> dict[str, Any]:
-    """Evaluate ``net`` (eval mode) on up to ``attack['n_eval']`` test points at every ε of ``attack['eps']``."""
+class _Affine(torch.nn.Module):
+    def __init__(self, lo: float, scale: float) -> None:
+        super().__init__()
+        self.lo, self.scale = lo, scale
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.lo + self.scale * u
+
+
+def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], convention: str = "sqrt2",
+                     box: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Evaluate ``net`` (eval mode) on up to ``attack['n_eval']`` test points at every ε of ``attack['eps']``.
+
+    ``attack['clip']``: ``"auto"`` keeps attacked inputs in the data's ``box`` (pixels: [0, 1]; none for
+    vector data), a pair sets the box, ``None`` disables it."""
     net.eval()
     device = next(net.parameters()).device
     x, y = collect(loader, attack.get("n_eval"), device)
     eps = [float(e) for e in attack["eps"]]
-    clip = tuple(attack["clip"]) if attack.get("clip") is not None else None
+    clip = attack.get("clip", "auto")
+    clip = box if clip == "auto" else (tuple(clip) if clip is not None else None)
     bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
     t0 = time.perf_counter()
     pgd_acc = [0.0] * len(eps)
@@ -71,7 +96,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     cert = certified_accuracy(logits, y, bound, eps, convention) if math.isfinite(bound) else [None] * len(eps)
     aa = None
     if attack.get("autoattack"):
-        aa = autoattack_l2(net, x, y, eps, version=attack.get("autoattack_version", "standard"))
+        aa = autoattack_l2(net, x, y, eps, version=attack.get("autoattack_version", "standard"), clip=clip)
     rows = []
     for i, e in enumerate(eps):
         rows.append({"eps": e, "pgd_acc": pgd_acc[i], "autoattack_acc": None if aa is None else aa[i],

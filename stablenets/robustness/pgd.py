@@ -49,6 +49,7 @@ class PGDResult:
     forward_passes: int            # forward/backward evaluations of single images (work measure)
 
 
+@torch.enable_grad()  # callers may hold no_grad: the attack needs input gradients
 def pgd_l2(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -71,6 +72,9 @@ def pgd_l2(
         raise ValueError(f"n_iter and restarts must be >= 1, got {n_iter}, {restarts}")
     if any(e < 0 for e in eps):
         raise ValueError(f"every ε must be >= 0, got {eps}")
+    if clip is not None and (x.min() < clip[0] or x.max() > clip[1]):
+        # clamping an input that lies outside the box would move it by more than ε
+        raise ValueError(f"inputs lie outside the box {tuple(clip)}; use clip=None for such data")
     was_training = model.training
     model.eval()
     order = sorted(range(len(eps)), key=lambda i: eps[i])
@@ -141,6 +145,7 @@ def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
     broken |= hit
 
 
+@torch.enable_grad()
 def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: float = 2.5,
                  clip=(0.0, 1.0), loss: str = "ce") -> list[float]:
     """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate."""

@@ -57,7 +57,7 @@ class ClassificationTask(Task):
             from omegaconf import OmegaConf
 
             rob = robustness_curve(self.net, datamodule.test_dataloader(), OmegaConf.to_container(attack, resolve=True),
-                                   convention=cfg.get("certificate", "sqrt2"))
+                                   convention=cfg.get("certificate", "sqrt2"), box=getattr(datamodule, "box", None))
             for row in rob["curve"]:
                 e = f"{row['eps']:.4g}"
                 metrics[f"test/robust_acc/eps_{e}"] = row["pgd_acc"]
