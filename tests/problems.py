@@ -72,17 +72,6 @@ def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-def small(overrides: list[str]) -> list[str]:
-    """Shrink a run: one epoch on CPU, no progress bars."""
-    return ["trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", *overrides]
-
-
-def random_pairs_ratio(f, x: torch.Tensor, n: int = 256, scale: float = 0.5) -> float:
-    y = x + scale * torch.randn_like(x)
-    with torch.no_grad():
-        return float(((f(x) - f(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)).max())
-
-
 def read_wandb_records(path: Path) -> list:
     """Records of an offline W&B run file (``run-<id>.wandb``): a 7-byte header (``:W&B``, magic, version)
     then the LevelDB log format — 32 KiB blocks of chunks (crc32, length, type) holding protobuf Records."""
