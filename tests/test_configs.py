@@ -6,7 +6,7 @@ import json
 import pytest
 from hydra.utils import instantiate
 
-from problems import CONV_MODELS, DENSE_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset, small
+from problems import CONV_MODELS, DENSE_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset
 from stablenets.errors import ConfigError
 from stablenets.train import build_objects, train
 
