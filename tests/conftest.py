@@ -10,10 +10,3 @@ torch.set_num_threads(1)  # the test problems are small: thread hand-offs domina
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long reproductions, not in the default run")
-
-
-@pytest.fixture
-def idx_dir(tmp_path):
-    from problems import make_idx_dataset
-
-    return make_idx_dataset(tmp_path / "fmnist")
