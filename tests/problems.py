@@ -17,7 +17,6 @@ from stablenets.train import CONF_DIR
 CONF = Path(CONF_DIR)
 GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
                  ("model", "data", "task", "lipschitz", "attack", "trainer", "logger", "callbacks", "experiment")}
-DENSE_MODELS = ["mlp", "resnet", "hnn", "hnn_euler", "nonexpansive", "invnet"]
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet"]
 
 

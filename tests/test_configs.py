@@ -6,7 +6,9 @@ import json
 import pytest
 from hydra.utils import instantiate
 
-from problems import CONV_MODELS, DENSE_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset
+import yaml
+
+from problems import CONF, CONV_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset
 from stablenets.errors import ConfigError
 from stablenets.train import build_objects, train
 
@@ -34,13 +36,24 @@ def _pair_overrides(model: str, data: str, root) -> list[str]:
         o += ["data.n_train=32", "data.n_val=8", "data.n_test=16", "data.batch_size=16"]
     if data == "inverse_2d":
         o += ["task=inverse"]
+    if data == "dynamics":
+        o += ["task=dynamics", "trainer.inference_mode=false"]
     if model == "invnet":
         o += ["lipschitz=bound", "lipschitz.L=2.0"]
     return o
 
 
-PAIRS = [(m, d) for m in DENSE_MODELS for d in ("swiss_roll", "inverse_2d", "fashion_mnist")] + \
-        [(m, d) for m in CONV_MODELS for d in ("fashion_mnist", "mnist", "cifar10")]
+def _data_for(model: str) -> tuple[str, ...]:
+    """The data sets a model (found by globbing conf/model/) is meant for, from its target class."""
+    target = yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())["_target_"]
+    if ".Conv" in target:
+        return ("fashion_mnist", "mnist", "cifar10")
+    if target.endswith("Field") or target.endswith("FieldMLP"):
+        return ("dynamics",)
+    return ("swiss_roll", "inverse_2d", "fashion_mnist")
+
+
+PAIRS = [(m, d) for m in GROUP_OPTIONS["model"] for d in _data_for(m)]
 
 
 @pytest.mark.parametrize("model,data", PAIRS)
