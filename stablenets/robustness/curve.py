@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .certify import certified_accuracy
-from .pgd import pgd_l2
+from .pgd import accuracy, pgd_l2
 
 
 def collect(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,8 +42,7 @@ def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_
     accs = []
     for e in eps:
         if e == 0:
-            with torch.no_grad():
-                accs.append(float((model(x).argmax(1) == y).float().mean()))
+            accs.append(accuracy(model, x, y))
             continue
         atk = torchattacks.AutoAttack(model, norm="L2", eps=e / scale, version=version,
                                       n_classes=int(model(x[:1]).shape[1]), seed=seed)

@@ -32,6 +32,11 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tenso
     raise ValueError(f"attack loss must be 'ce' or 'margin', got {kind!r}")
 
 
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model(x).argmax(1) == y).float().mean())
+
+
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tuple[float, float] | None) -> torch.Tensor:
     norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
     delta = delta * (eps / norms).clamp(max=1.0).view(-1, *[1] * (delta.dim() - 1))
@@ -153,8 +158,7 @@ def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: 
     accs = []
     for e in eps:
         if e == 0:
-            with torch.no_grad():
-                accs.append(float((model(x).argmax(1) == y).float().mean()))
+            accs.append(accuracy(model, x, y))
             continue
         et = torch.full((len(x),), e, dtype=x.dtype, device=x.device)
         delta = torch.zeros_like(x)
@@ -164,6 +168,5 @@ def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: 
             with torch.no_grad():
                 g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
                 delta = _project(d + (e * step_factor / n_iter) * g, x, et, clip)
-        with torch.no_grad():
-            accs.append(float((model(x + delta).argmax(1) == y).float().mean()))
+        accs.append(accuracy(model, x + delta, y))
     return accs
