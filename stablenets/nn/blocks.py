@@ -136,7 +136,7 @@ class _GradientFlowBlock(nn.Module):
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
         n = n_steps or self.n_steps
         h = self.T / n
-        w = self.weight * self._scale()
+        w = self.weight if self.max_norm is None else self.weight * self._scale()
         for _ in range(n):
             x = x - h * self._apply_At(self.act(self._apply_A(x, w)), w)
         return x
