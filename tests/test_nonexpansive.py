@@ -162,3 +162,26 @@ def test_norm_cap_bounds_substeps_and_keeps_the_guarantee():
     assert block.n_steps == 1
     x = torch.rand(32, 2, 8, 8)
     assert empirical_lipschitz(block, x, n_pairs=64, ascent_steps=40) <= TOL
+
+
+def test_lagging_estimate_is_caught_by_the_bound_check():
+    """An estimate that fell behind (as when Adam inflates ‖A‖ faster than one iteration per step follows)."""
+    torch.manual_seed(0)
+    net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4,), blocks=2)
+    cb = PowerMethodCallback(check_every_n_steps=1)
+    cb._check_against_bounds(net)  # records each layer's bound excess for a converged estimate
+    before = cb.corrections
+    block = net.features[1]
+    true = float(block.norm_bound())
+    with torch.no_grad():
+        block.conv.weight.mul_(3.0)  # the weight runs away ...
+    block.update_norm_estimate(n_iters=1)  # ... the warm start barely moves: the estimate lags
+    block.sigma.mul_(0.7)
+    assert float(block.sigma) < 0.9 * float(block.norm_bound())
+    cb._check_against_bounds(net)
+    assert cb.corrections == before + 1
+    assert float(block.sigma) >= float(block.norm_bound()) / 1.05 and float(block.norm_bound()) > 2.5 * true
+    state = cb.state_dict()
+    fresh = PowerMethodCallback()
+    fresh.load_state_dict(state)
+    assert fresh.corrections == cb.corrections and fresh._excess == cb._excess
