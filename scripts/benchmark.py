@@ -60,7 +60,7 @@ def train(net, train_set, epochs: int, batch_size: int):
     sched = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-2, div_factor=100, final_div_factor=1,
                               anneal_strategy="cos")
     task = ClassificationTask(net, optimizer=opt, scheduler=sched, loss="margin", margin=0.5)
-    timer, power = EpochTimer(), PowerMethodCallback()
+    timer, power = EpochTimer(), PowerMethodCallback(record_substeps=True)
     loader = DataLoader(TensorDataset(*train_set), batch_size=batch_size, shuffle=True)
     trainer = L.Trainer(max_epochs=epochs, callbacks=[timer, power], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")

@@ -32,7 +32,8 @@ def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectrallyTracke
 
 class PowerMethodCallback(L.Callback):
     def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 20, converge_iters: int = 500,
-                 log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02) -> None:
+                 log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
+                 record_substeps: bool = False) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
         self.n_iters, self.tol, self.max_iters = n_iters, tol, max_iters
@@ -44,7 +45,8 @@ class PowerMethodCallback(L.Callback):
         self.seconds = 0.0  # time spent in this callback (benchmarks report its share of the epoch)
         self.iterations = 0
         self.updates = 0
-        self.substeps: list[int] = []  # n of every gradient-flow block after every update
+        self.record_substeps = record_substeps  # benchmarks: n of every gradient-flow block after every update
+        self.substeps: list[int] = []
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:  # no optimizer step (gradient accumulation)
@@ -53,7 +55,7 @@ class PowerMethodCallback(L.Callback):
         t0 = time.perf_counter()
         for _, m in tracked_modules(pl_module):
             self.iterations += m.update_norm_estimate(self.n_iters, self.tol, self.max_iters)
-            if isinstance(m, _GradientFlowBlock):
+            if self.record_substeps and isinstance(m, _GradientFlowBlock):
                 self.substeps.append(m.n_steps)
         self.updates += 1
         if self.check_every and trainer.global_step % self.check_every == 0:

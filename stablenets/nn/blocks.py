@@ -186,15 +186,14 @@ class NonExpansiveConvBlock(_GradientFlowBlock, ConvTracked):
             raise ValueError(f"kernel_size must be odd for a shape-preserving block, got {kernel_size}")
         self.in_shape = tuple(int(s) for s in in_shape)
         c = self.in_shape[0]
-        self.padding = kernel_size // 2
-        self.conv = nn.Conv2d(c, hidden or c, kernel_size, padding=self.padding)
+        self.conv = nn.Conv2d(c, hidden or c, kernel_size, padding=kernel_size // 2)
         self._init_tracking((1, *self.in_shape))
 
     def _apply_A(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, weight, self.conv.bias, padding=self.padding)
+        return F.conv2d(x, weight, self.conv.bias, padding=self.conv.padding)
 
     def _apply_At(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(v, weight, padding=self.padding)
+        return F.conv_transpose2d(v, weight, padding=self.conv.padding)
 
 
 def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:
@@ -266,19 +265,20 @@ class NormalizedConv2d(ConvTracked):
     def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = True) -> None:
         super().__init__()
         self.in_shape = tuple(int(s) for s in in_shape)
-        self.stride, self.padding = stride, kernel_size // 2
-        self.conv = nn.Conv2d(self.in_shape[0], out_channels, kernel_size, stride=stride, padding=self.padding, bias=bias)
+        self.conv = nn.Conv2d(self.in_shape[0], out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                              bias=bias)
         self._init_tracking((1, *self.in_shape))
 
     def out_shape(self) -> tuple[int, int, int]:
         _, h, w = self.in_shape
         k = self.conv.kernel_size[0]
-        f = lambda n: (n + 2 * self.padding - k) // self.stride + 1  # noqa: E731
+        (p,), (st,) = self.conv.padding[:1], self.conv.stride[:1]
+        f = lambda n: (n + 2 * p - k) // st + 1  # noqa: E731
         return (self.conv.out_channels, f(h), f(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.current_norm().clamp_min(1.0)
-        return F.conv2d(x, self.weight / scale, self.conv.bias, stride=self.stride, padding=self.padding)
+        return F.conv2d(x, self.weight / scale, self.conv.bias, stride=self.conv.stride, padding=self.conv.padding)
 
     def lipschitz_bound(self) -> float:
         """≤ 1 in eval mode (weight divided by at least its certified norm)."""

@@ -78,7 +78,6 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     clip = box if clip == "auto" else (tuple(clip) if clip is not None else None)
     bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
     t0 = time.perf_counter()
-    pgd_acc = [0.0] * len(eps)
     broken_parts = []
     bs = int(attack.get("batch_size") or len(x))
     for i in range(0, len(x), bs):
