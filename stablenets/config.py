@@ -60,6 +60,23 @@ def check_lipschitz(node: DictConfig) -> None:
         raise ConfigError("set either lipschitz.L (absolute) or lipschitz.relative_to (+ lipschitz.scale), not both")
 
 
+def check_attack(node: DictConfig | None) -> None:
+    """The attack's settings, checked before training rather than after it."""
+    if node is None or node.get("name", "none") == "none":
+        return
+    eps = node.get("eps")
+    if eps is None or not all(isinstance(e, (int, float)) and e >= 0 for e in eps):
+        raise ConfigError(f"attack.eps must be a list of numbers >= 0, got {eps!r}")
+    for key in ("n_iter", "restarts"):
+        if not isinstance(node.get(key, 1), int) or node.get(key, 1) < 1:
+            raise ConfigError(f"attack.{key} must be an integer >= 1, got {node.get(key)!r}")
+    chunk = node.get("chunk_size", "auto")
+    if not (chunk is None or chunk == "auto" or (isinstance(chunk, int) and chunk >= 1)):
+        raise ConfigError(f"attack.chunk_size must be 'auto', null or an integer >= 1, got {chunk!r}")
+    if node.get("loss", "ce") not in ("ce", "margin"):
+        raise ConfigError(f"attack.loss must be 'ce' or 'margin', got {node.get('loss')!r}")
+
+
 def resolve_lipschitz(node: DictConfig, datamodule) -> float | None:
     """The bound ``L`` to impose: absolute, or ``scale × L*`` of the Tikhonov baseline on the training data."""
     check_lipschitz(node)

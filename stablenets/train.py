@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import build, check_lipschitz, check_missing, resolve_lipschitz, target_params
+from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -45,6 +45,7 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     """Data module, net and task from the config (no trainer).  Raises :class:`ConfigError` on bad input."""
     check_missing(cfg)
     check_lipschitz(cfg.lipschitz)
+    check_attack(cfg.get("attack"))
     dm = build("data", cfg.data, seed=cfg.seed)
     if hasattr(dm, "check_available"):
         dm.check_available()

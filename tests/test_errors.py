@@ -29,6 +29,9 @@ CASES = [
     (["model=invnet", "data=inverse_2d", "task=inverse"], ["needs a Lipschitz bound", "lipschitz.L"]),
     (["model=mlp", "lipschitz=bound", "lipschitz.L=2"], ["takes no Lipschitz bound"]),
     (["model.activation=swish"], ["unknown activation", "swish", "relu"]),
+    (["attack=pgd_l2", "attack.eps=[0,-0.1]"], ["attack.eps must be a list of numbers >= 0", "-0.1"]),
+    (["attack=pgd_l2", "attack.n_iter=0"], ["attack.n_iter must be an integer >= 1", "0"]),
+    (["model=conv_nonexpansive", "model.hidden_mult=0"], ["hidden_mult must be an integer >= 1"]),
     (["data=fashion_mnist", "model=conv_resnet", "data.data_dir=/nonexistent", "data.search_system=false"],
      ["fashion_mnist", "data.data_dir", "/usr/share/datasets/fashion-mnist", "data.download=true"]),
 ]

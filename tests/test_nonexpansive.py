@@ -185,3 +185,44 @@ def test_lagging_estimate_is_caught_by_the_bound_check():
     fresh = PowerMethodCallback()
     fresh.load_state_dict(state)
     assert fresh.corrections == cb.corrections and fresh._excess == cb._excess
+
+
+def test_projection_keeps_the_function_and_the_stored_norm_at_the_cap():
+    """After a step inflates a capped weight, ``project_`` rescales it to the cap without changing the net."""
+    torch.manual_seed(0)
+    net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4,), blocks=1, max_norm=1.5)
+    lift, block = net.features[0], net.features[1]
+    with torch.no_grad():
+        lift.conv.weight.mul_(5.0)
+        block.conv.weight.mul_(5.0)
+    for m in (lift, block):
+        m.update_norm_estimate(n_iters=200)
+    x = torch.rand(16, 1, 12, 12)
+    before = net(x)  # training mode: the forward uses the estimates
+    assert lift.project_() and block.project_()
+    assert float(lift.sigma) == 1.0 and float(block.sigma) == 1.5
+    assert torch.allclose(net(x), before, atol=1e-5)
+    assert float(lift.norm_bound()) <= 1.02 and float(block.norm_bound()) <= 1.5 * 1.02  # the stored weights
+    assert not block.project_()  # nothing left to do
+    _, cb = _train_with_callback(net, torch.rand(64, 1, 12, 12), torch.randint(0, 4, (64,)), steps=20, lr=0.2)
+    assert cb.projections > 0
+    for m in (lift, block):  # Adam at a large rate cannot run the stored weights away
+        assert float(m.norm_bound()) <= float(m.norm_cap()) * 1.1
+
+
+def test_free_lifts_enter_the_bound():
+    torch.manual_seed(0)
+    x, y = torch.rand(128, 1, 12, 12), torch.randint(0, 4, (128,))
+    net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4, 6), blocks=1, lift_max_norm=None)
+    with torch.no_grad():
+        for lift in (net.features[0], net.features[3]):
+            lift.conv.weight.mul_(4.0)
+    _train_with_callback(net, x, y, steps=30, lr=0.05)
+    net.eval()
+    lifts = float(net.features[0].norm_bound()) * float(net.features[3].norm_bound())
+    assert lifts > 1.5  # the lifts are not normalised ...
+    features = empirical_lipschitz(net.features, x[:32], n_pairs=64, ascent_steps=40)
+    assert features <= lifts / 4 * TOL  # ... and their norms (times the pools' 1/2 each) bound the features
+    assert empirical_lipschitz(net, x[:32], n_pairs=64, ascent_steps=40) <= net.lipschitz_bound() * TOL
+    constrained = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4, 6), blocks=1, lift_max_norm=None, L=2.0)
+    assert constrained.eval().lipschitz_bound() <= 2.0 * TOL  # a prescribed L holds the lifts at norm 1

@@ -50,6 +50,37 @@ def test_batched_over_eps_equals_one_eps_at_a_time(image_model):
     assert all(a >= b - 1e-9 for a, b in zip(monotone.accuracy, monotone.accuracy[1:]))  # non-increasing in ε
 
 
+def test_chunks_give_the_same_curve(image_model):
+    net, x, y = image_model
+    whole = pgd_l2(net, x, y, EPS, n_iter=15, monotone=False)
+    chunked = pgd_l2(net, x, y, EPS, n_iter=15, monotone=False, chunk_size=7)
+    assert chunked.accuracy == pytest.approx(whole.accuracy, abs=1 / len(x) + 1e-9)
+
+
+def test_certified_pairs_are_not_attacked_and_change_nothing():
+    from stablenets.models import ConvNonExpansiveNet
+    from stablenets.robustness import certified_radius
+
+    torch.manual_seed(0)
+    net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4,), blocks=1, L=1.0).eval()
+    x = torch.rand(64, 1, 12, 12)
+    with torch.no_grad():
+        logits = net(x)
+    y = logits.argmax(1)
+    y[::7] = (y[::7] + 1) % 4
+    eps = [0.0, 0.002, 0.005, 0.01, 0.05]
+    radius = certified_radius(logits, net.lipschitz_bound())
+    robust = (logits.argmax(1) == y) & (radius > torch.tensor(eps)[:, None])
+    assert robust[1:].any() and not robust[1:].all()  # the mask matters here
+    full = pgd_l2(net, x, y, eps, n_iter=30, loss="margin")
+    skipped = pgd_l2(net, x, y, eps, n_iter=30, loss="margin", robust=robust, chunk_size=16)
+    assert not (full.broken & robust).any()  # the attack never breaks a certificate
+    assert skipped.accuracy == full.accuracy
+    assert skipped.forward_passes < full.forward_passes
+    everything = pgd_l2(net, x, y, eps, n_iter=5, robust=torch.ones_like(robust))
+    assert everything.accuracy[-1] == pytest.approx(float((y == logits.argmax(1)).float().mean()))  # no free pass
+
+
 def test_agrees_with_torchattacks(image_model):
     torchattacks = pytest.importorskip("torchattacks")
     net, x, y = image_model

@@ -10,6 +10,10 @@ and the block is then not 1-Lipschitz *in training*.  Two guards:
 * every ``check_every_n_steps`` steps, compare the estimate with the layer's certified upper bound; when
   ``bound/estimate`` has grown by more than ``check_slack`` over its value for a converged estimate (the
   bound's own excess, ~1% for 28×28 convolutions), re-converge the power method (``power/corrections``);
+* with ``project`` (default), a layer that rescales its weight to a norm cap in the forward pass (normalised
+  lifting layers, capped gradient-flow blocks) gets its stored weight projected back to the cap
+  (``SpectrallyTracked.project_``: same function, but the stored weight cannot inflate and so slow down
+  every later update of the effective weight; ``power/projections``);
 * at every validation, compare the estimate with a converged power method and log the gap
   (``power/gap_max``), then adopt the converged estimate.
 
@@ -33,7 +37,7 @@ def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectrallyTracke
 class PowerMethodCallback(L.Callback):
     def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 20, converge_iters: int = 500,
                  log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
-                 record_substeps: bool = False) -> None:
+                 project: bool = True, record_substeps: bool = False) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
         self.n_iters, self.tol, self.max_iters = n_iters, tol, max_iters
@@ -41,6 +45,7 @@ class PowerMethodCallback(L.Callback):
         self.check_every, self.check_slack = check_every_n_steps, check_slack
         self._excess: dict[str, float] = {}  # bound / converged estimate, per layer
         self.corrections = 0
+        self.project, self.projections = project, 0
         self._last_step = -1
         self.seconds = 0.0  # time spent in this callback (benchmarks report its share of the epoch)
         self.iterations = 0
@@ -55,6 +60,8 @@ class PowerMethodCallback(L.Callback):
         t0 = time.perf_counter()
         for _, m in tracked_modules(pl_module):
             self.iterations += m.update_norm_estimate(self.n_iters, self.tol, self.max_iters)
+            if self.project:
+                self.projections += m.project_()
             if self.record_substeps and isinstance(m, _GradientFlowBlock):
                 self.substeps.append(m.n_steps)
         self.updates += 1
@@ -88,6 +95,7 @@ class PowerMethodCallback(L.Callback):
                 metrics[f"power/n_steps/{name}"] = float(m.n_steps)
         if metrics:
             metrics["power/corrections"] = float(self.corrections)
+            metrics["power/projections"] = float(self.projections)
             pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     @torch.no_grad()

@@ -116,6 +116,9 @@ class _GradientFlowBlock(nn.Module):
         self.activation = activation
         self.act, self.k = get_activation(activation, monotone=True)
 
+    def norm_cap(self) -> float | None:
+        return self.max_norm
+
     def _scale(self) -> torch.Tensor | float:
         """``min(1, c/‖A‖)``: 1 without a cap."""
         if self.max_norm is None:
@@ -254,20 +257,28 @@ class SymplecticEulerBlock(_HamiltonianBlock):
 
 
 class NormalizedConv2d(ConvTracked):
-    """A convolution whose weight is divided by ``max(1, ‖A‖)`` inside the forward pass, so it is 1-Lipschitz.
+    """A convolution whose weight is rescaled to ``A·min(1, c/‖A‖)`` inside the forward pass (``c = max_norm``).
 
     Used for the lifting (channel-changing, possibly strided) convolutions of the non-expansive image net.
-    Rescaling the stored weight after each step instead stalls training; dividing inside the forward
-    keeps the parametrisation smooth.  ``‖A‖`` is the power-method estimate in training and the certified
-    bound in eval mode.
+    ``‖A‖`` is the power-method estimate in training and the certified bound in eval mode, so the layer is
+    ``min(c, ‖A‖)``-Lipschitz; ``PowerMethodCallback`` also projects the stored weight back to the cap after
+    an optimizer step took it above (:meth:`~SpectrallyTracked.project_`, which leaves the function
+    unchanged).  ``max_norm=None`` leaves the weight free: its certified norm is then its Lipschitz bound.
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = True) -> None:
+    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 bias: bool = True, max_norm: float | None = 1.0) -> None:
         super().__init__()
+        if max_norm is not None:
+            _check_positive(max_norm=max_norm)
+        self.max_norm = max_norm
         self.in_shape = tuple(int(s) for s in in_shape)
         self.conv = nn.Conv2d(self.in_shape[0], out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
                               bias=bias)
         self._init_tracking((1, *self.in_shape))
+
+    def norm_cap(self) -> float | None:
+        return self.max_norm
 
     def out_shape(self) -> tuple[int, int, int]:
         _, h, w = self.in_shape
@@ -277,12 +288,15 @@ class NormalizedConv2d(ConvTracked):
         return (self.conv.out_channels, f(h), f(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.current_norm().clamp_min(1.0)
-        return F.conv2d(x, self.weight / scale, self.conv.bias, stride=self.conv.stride, padding=self.conv.padding)
+        w = self.weight
+        if self.max_norm is not None:
+            w = w * (self.max_norm / self.current_norm()).clamp(max=1.0)
+        return F.conv2d(x, w, self.conv.bias, stride=self.conv.stride, padding=self.conv.padding)
 
     def lipschitz_bound(self) -> float:
-        """≤ 1 in eval mode (weight divided by at least its certified norm)."""
-        return float(self.norm_bound() / self.norm_bound().clamp_min(1.0))
+        """``min(c, ‖A‖)`` with the certified ``‖A‖`` (eval-mode forward)."""
+        bound = float(self.norm_bound())
+        return bound if self.max_norm is None else min(bound, self.max_norm)
 
 
 class NormalizedLinear(DenseTracked):
@@ -292,6 +306,9 @@ class NormalizedLinear(DenseTracked):
         super().__init__()
         self.lin = nn.Linear(in_features, out_features, bias=bias)
         self._init_tracking((in_features,))
+
+    def norm_cap(self) -> float:
+        return 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight / self.current_norm().clamp_min(1.0), self.lin.bias)

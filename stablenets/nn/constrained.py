@@ -44,6 +44,25 @@ class SpectrallyTracked(nn.Module):
         self.sigma.copy_(sigma)
         return its
 
+    def norm_cap(self) -> float | None:
+        """The norm above which the forward pass rescales the weight (``None``: never rescaled)."""
+        return None
+
+    @torch.no_grad()
+    def project_(self) -> bool:
+        """Rescale the stored weight to the norm cap when the estimate exceeds it; returns whether it did.
+
+        The forward pass uses ``A·min(1, c/σ)``, so the projection ``A ← A·c/σ`` (and ``σ ← c``) leaves the
+        layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c`` every
+        optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.
+        """
+        cap = self.norm_cap()
+        if cap is None or not float(self.sigma) > cap:
+            return False
+        self.weight.mul_(cap / self.sigma)
+        self.sigma.fill_(cap)
+        return True
+
     def norm_bound(self) -> torch.Tensor:
         """Certified upper bound of ``‖A‖₂``, cached until the weight changes (tracked by its version)."""
         key = (self.weight._version, self.weight.data_ptr())

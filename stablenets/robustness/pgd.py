@@ -11,7 +11,8 @@ Levers that only ever make the attack *stronger or equal*, never weaker:
 * only images the model classifies correctly are attacked (others count as broken at every ε);
 * ``early_stop``: an (ε, image) pair leaves the batch as soon as an iterate is misclassified;
 * ``monotone``: an image broken at ε is broken at every larger ε (the same perturbation fits the
-  larger ball), so those pairs leave the batch too.
+  larger ball), so those pairs leave the batch too;
+* ``robust``: pairs with a certificate (radius > ε, Example 2) are not attacked — no attack can break them.
 """
 from __future__ import annotations
 
@@ -71,12 +72,22 @@ def pgd_l2(
     monotone: bool = True,
     keep_delta: bool = False,
     generator: torch.Generator | None = None,
+    robust: torch.Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> PGDResult:
-    """Attack ``model`` (in eval mode) at every ε in ``eps`` at once; see the module docstring."""
+    """Attack ``model`` (in eval mode) at every ε in ``eps`` at once; see the module docstring.
+
+    ``robust``: an ``(len(eps), N)`` mask of pairs *proven* robust (certified radius > ε); they are never
+    attacked — no attack can succeed there — and count as not broken.  ``chunk_size``: at most this many
+    (ε, image) rows per forward/backward (``None``: all at once); on a CPU a few hundred rows keep the
+    activations in cache and run 2-4× more images per second than thousands.
+    """
     if n_iter < 1 or restarts < 1:
         raise ValueError(f"n_iter and restarts must be >= 1, got {n_iter}, {restarts}")
     if any(e < 0 for e in eps):
         raise ValueError(f"every ε must be >= 0, got {eps}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     if clip is not None and (x.min() < clip[0] or x.max() > clip[1]):
         # clamping an input that lies outside the box would move it by more than ε
         raise ValueError(f"inputs lie outside the box {tuple(clip)}; use clip=None for such data")
@@ -86,52 +97,87 @@ def pgd_l2(
     eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
     E, N = len(eps), len(x)
     with torch.no_grad():
-        clean_wrong = model(x).argmax(1) != y
+        clean_wrong = torch.cat([model(x[i:i + (chunk_size or N)]).argmax(1) for i in range(0, N, chunk_size or N)]) != y
     broken = clean_wrong.expand(E, N).clone()
+    skip = torch.zeros_like(broken) if robust is None else robust.to(broken.device)[torch.tensor(order)].clone()
+    skip &= ~broken  # a misclassified point is never "robust"
     best_delta = torch.zeros(E, *x.shape, dtype=x.dtype, device=x.device) if keep_delta else None
-    passes = N
+    run = _Run(model, x, y, eps_sorted, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
+               early_stop, monotone, generator)
+    run.passes = N
     for _ in range(restarts):
-        active = ~broken & (eps_sorted[:, None] > 0)
-        e_idx, n_idx = active.nonzero(as_tuple=True)
+        # (ε, image) pairs still to attack, image-major so that one image's ε share a chunk where possible
+        n_idx, e_idx = (~broken & ~skip & (eps_sorted[:, None] > 0)).t().nonzero(as_tuple=True)
         if len(e_idx) == 0:
             break
-        xb, yb, eb = x[n_idx], y[n_idx], eps_sorted[e_idx]
-        alpha = eb * step_factor / n_iter if step_size is None else torch.full_like(eb, step_size)
-        delta = torch.zeros_like(xb)
-        if random_start:
-            noise = torch.randn(xb.shape, generator=generator, device=x.device, dtype=x.dtype)
-            radius = torch.rand(len(xb), generator=generator, device=x.device, dtype=x.dtype) * eb
-            noise = noise / noise.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
-            delta = _project(noise * radius.view(-1, *[1] * (x.dim() - 1)), xb, eb, clip)
-        live = torch.arange(len(xb), device=x.device)  # rows of (xb, ...) still attacked
-        for _it in range(n_iter + 1):  # the last pass only checks the final iterate
-            d = delta[live].requires_grad_(True)
-            logits = model(xb[live] + d)
-            passes += len(live)
-            wrong = logits.argmax(1) != yb[live]
-            if wrong.any():  # any misclassified iterate is an adversarial example inside the ball
-                _record(broken, best_delta, e_idx[live[wrong]], n_idx[live[wrong]], d[wrong], monotone)
-            if _it == n_iter:
-                break
-            keep = ~wrong if early_stop else torch.ones_like(wrong)
-            if early_stop and monotone:  # the image is broken at this ε through a smaller ball
-                keep &= ~broken[e_idx[live], n_idx[live]]
-            if not keep.any():
-                break
-            grad, = torch.autograd.grad(attack_loss(logits, yb[live], loss).sum(), d)
-            with torch.no_grad():
-                rows, g = live[keep], grad[keep]
-                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-                step = delta[rows] + alpha[rows].view(-1, *[1] * (x.dim() - 1)) * g
-                delta[rows] = _project(step, xb[rows], eb[rows], clip)
-            live = rows
+        size = chunk_size or len(e_idx)
+        for i in range(0, len(e_idx), size):
+            e_c, n_c = e_idx[i:i + size], n_idx[i:i + size]
+            if monotone:  # pairs broken through a smaller ball while earlier chunks ran
+                fresh = ~broken[e_c, n_c]
+                e_c, n_c = e_c[fresh], n_c[fresh]
+            if len(e_c):
+                run.attack(e_c, n_c, random_start)
     model.train(was_training)
     inverse = torch.empty(E, dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(E)
     broken = broken[inverse.to(broken.device)]
     acc = (1.0 - broken.float().mean(1)).tolist()
     delta_out = best_delta[inverse.to(x.device)] if best_delta is not None else None
-    return PGDResult(list(eps), acc, broken, delta_out, passes)
+    return PGDResult(list(eps), acc, broken, delta_out, run.passes)
+
+
+class _Run:
+    """The state shared by the chunks of one :func:`pgd_l2` call."""
+
+    def __init__(self, model, x, y, eps, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
+                 early_stop, monotone, generator) -> None:
+        self.model, self.x, self.y, self.eps, self.broken, self.best_delta = model, x, y, eps, broken, best_delta
+        self.n_iter, self.step_factor, self.step_size, self.clip, self.loss = n_iter, step_factor, step_size, clip, loss
+        self.early_stop, self.monotone, self.generator = early_stop, monotone, generator
+        self.passes = 0
+
+    def attack(self, e_idx: torch.Tensor, n_idx: torch.Tensor, random_start: bool) -> None:
+        x, n_iter, clip = self.x, self.n_iter, self.clip
+        view = (-1, *[1] * (x.dim() - 1))
+        xb, yb, eb = x[n_idx], self.y[n_idx], self.eps[e_idx]
+        alpha = eb * self.step_factor / n_iter if self.step_size is None else torch.full_like(eb, self.step_size)
+        delta = torch.zeros_like(xb)
+        if random_start:
+            noise = torch.randn(xb.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            radius = torch.rand(len(xb), generator=self.generator, device=x.device, dtype=x.dtype) * eb
+            noise = noise / noise.flatten(1).norm(dim=1).view(view)
+            delta = _project(noise * radius.view(view), xb, eb, clip)
+        live = torch.arange(len(xb), device=x.device)  # rows of (xb, ...) still attacked
+        for it in range(n_iter + 1):  # the last pass only checks the final iterate
+            full = len(live) == len(xb)  # no gather/scatter while every row is live
+            d = (delta if full else delta[live]).detach().requires_grad_(True)
+            y_live = yb if full else yb[live]
+            logits = self.model((xb if full else xb[live]) + d)
+            self.passes += len(live)
+            wrong = logits.argmax(1) != y_live
+            if wrong.any():  # any misclassified iterate is an adversarial example inside the ball
+                _record(self.broken, self.best_delta, e_idx[live[wrong]], n_idx[live[wrong]], d[wrong], self.monotone)
+            if it == n_iter:
+                break
+            keep = ~wrong if self.early_stop else torch.ones_like(wrong)
+            if self.early_stop and self.monotone:  # the image is broken at this ε through a smaller ball
+                keep &= ~self.broken[e_idx[live], n_idx[live]]
+            if not keep.any():
+                break
+            grad, = torch.autograd.grad(attack_loss(logits, y_live, self.loss).sum(), d)
+            with torch.no_grad():
+                g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+                step = d.detach() + alpha[live].view(view) * g
+                new = _project(step, xb[live], eb[live], clip)
+                if keep.all():
+                    if full:
+                        delta = new
+                    else:
+                        delta[live] = new
+                else:
+                    delta[live[keep]] = new[keep]
+                    live = live[keep]
 
 
 def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
@@ -152,21 +198,25 @@ def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
 
 @torch.enable_grad()
 def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: float = 2.5,
-                 clip=(0.0, 1.0), loss: str = "ce") -> list[float]:
-    """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate."""
+                 clip=(0.0, 1.0), loss: str = "ce", chunk_size: int | None = None) -> list[float]:
+    """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate
+    (``chunk_size`` images per forward; ``None``: all at once)."""
     model.eval()
+    size = chunk_size or len(x)
     accs = []
     for e in eps:
-        if e == 0:
-            accs.append(accuracy(model, x, y))
-            continue
-        et = torch.full((len(x),), e, dtype=x.dtype, device=x.device)
-        delta = torch.zeros_like(x)
-        for _ in range(n_iter):
-            d = delta.requires_grad_(True)
-            grad, = torch.autograd.grad(attack_loss(model(x + d), y, loss).sum(), d)
+        correct = 0
+        for i in range(0, len(x), size):
+            xc, yc = x[i:i + size], y[i:i + size]
+            delta = torch.zeros_like(xc)
+            et = torch.full((len(xc),), e, dtype=x.dtype, device=x.device)
+            for _ in range(n_iter if e > 0 else 0):
+                d = delta.requires_grad_(True)
+                grad, = torch.autograd.grad(attack_loss(model(xc + d), yc, loss).sum(), d)
+                with torch.no_grad():
+                    g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+                    delta = _project(d + (e * step_factor / n_iter) * g, xc, et, clip)
             with torch.no_grad():
-                g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-                delta = _project(d + (e * step_factor / n_iter) * g, x, et, clip)
-        accs.append(accuracy(model, x + delta, y))
+                correct += int((model(xc + delta).argmax(1) == yc).sum())
+        accs.append(correct / len(x))
     return accs

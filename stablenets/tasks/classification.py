@@ -66,6 +66,8 @@ class ClassificationTask(Task):
                 if row["autoattack_acc"] is not None:
                     metrics[f"test/autoattack_acc/eps_{e}"] = row["autoattack_acc"]
             metrics["test/pgd_seconds"] = rob["pgd_seconds"]
+            if rob["autoattack_seconds"] is not None:
+                metrics["test/autoattack_seconds"] = rob["autoattack_seconds"]
             df = pd.DataFrame(rob["curve"])
             df.to_csv(out_dir / "robustness.csv", index=False)
             curves = {"PGD": (df.eps, df.pgd_acc)}
