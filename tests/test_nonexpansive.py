@@ -224,5 +224,9 @@ def test_free_lifts_enter_the_bound():
     features = empirical_lipschitz(net.features, x[:32], n_pairs=64, ascent_steps=40)
     assert features <= lifts / 4 * TOL  # ... and their norms (times the pools' 1/2 each) bound the features
     assert empirical_lipschitz(net, x[:32], n_pairs=64, ascent_steps=40) <= net.lipschitz_bound() * TOL
-    constrained = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4, 6), blocks=1, lift_max_norm=None, L=2.0)
-    assert constrained.eval().lipschitz_bound() <= 2.0 * TOL  # a prescribed L holds the lifts at norm 1
+    for cap in (None, 4.0):  # a prescribed L holds, whatever the lifts' cap
+        constrained = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4, 6), blocks=1, lift_max_norm=cap, L=2.0)
+        _inflate(constrained, 1.0)
+        constrained.eval()
+        assert constrained.lipschitz_bound() <= 2.0 * TOL
+        assert empirical_lipschitz(constrained, x[:32], n_pairs=64, ascent_steps=40) <= 2.0 * TOL
