@@ -67,8 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--n-eval", type=int, default=200)
-    ap.add_argument("--n-iter", type=int, default=20)
+    ap.add_argument("--n-eval", type=int, default=None, help="attacked images (default: 200; --runs: the run's own)")
+    ap.add_argument("--n-iter", type=int, default=None, help="PGD iterations (default: 20; --runs: the run's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
@@ -84,6 +84,7 @@ def main() -> None:
             models[name] = (cfg, objects)
     else:
         stats = {}
+        args.n_eval, args.n_iter = args.n_eval or 200, args.n_iter or 20
         data = [f"data.n_train={args.n_train}", f"data.n_test={args.n_eval}", f"trainer.max_epochs={args.epochs}",
                 f"data.download={args.download}", "attack=pgd_l2"]
         for name, preset in PRESETS.items():
@@ -104,8 +105,7 @@ def main() -> None:
     for name, (cfg, objects) in models.items():
         net = objects["net"].eval()
         attack = OmegaConf.to_container(cfg.attack, resolve=True)
-        if not args.runs:
-            attack.update(n_iter=args.n_iter, n_eval=args.n_eval)
+        attack.update({k: v for k, v in (("n_iter", args.n_iter), ("n_eval", args.n_eval)) if v})
         loader = objects["datamodule"].test_dataloader()
         x, y = collect(loader, attack["n_eval"], "cpu")
         t0 = time.perf_counter()

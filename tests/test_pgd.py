@@ -55,6 +55,7 @@ def test_chunks_give_the_same_curve(image_model):
     whole = pgd_l2(net, x, y, EPS, n_iter=15, monotone=False)
     chunked = pgd_l2(net, x, y, EPS, n_iter=15, monotone=False, chunk_size=7)
     assert chunked.accuracy == pytest.approx(whole.accuracy, abs=1 / len(x) + 1e-9)
+    assert all(p.is_contiguous() for p in net.parameters())  # the channels_last layout was undone
 
 
 def test_certified_pairs_are_not_attacked_and_change_nothing():

@@ -16,6 +16,7 @@ Levers that only ever make the attack *stronger or equal*, never weaker:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,20 @@ def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tupl
     if clip is not None:  # clamping towards x only shrinks |δ_i|: the ball constraint still holds
         delta = (x + delta).clamp(*clip) - x
     return delta
+
+
+@contextmanager
+def cpu_layout(model: torch.nn.Module, x: torch.Tensor, enabled: bool = True):
+    """Images on a CPU: model and inputs in ``channels_last`` (oneDNN convolutions run a forward/backward
+    1.2-1.5× faster on the Fashion-MNIST nets); the model's layout is restored afterwards."""
+    if not enabled or x.dim() != 4 or x.device.type != "cpu":
+        yield x
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield x.contiguous(memory_format=torch.channels_last)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 @dataclass
@@ -93,6 +108,15 @@ def pgd_l2(
         raise ValueError(f"inputs lie outside the box {tuple(clip)}; use clip=None for such data")
     was_training = model.training
     model.eval()
+    with cpu_layout(model, x) as x:
+        result = _pgd(model, x, y, eps, n_iter, step_factor, step_size, clip, loss, random_start, restarts,
+                      early_stop, monotone, keep_delta, generator, robust, chunk_size)
+    model.train(was_training)
+    return result
+
+
+def _pgd(model, x, y, eps, n_iter, step_factor, step_size, clip, loss, random_start, restarts, early_stop,
+         monotone, keep_delta, generator, robust, chunk_size) -> PGDResult:
     order = sorted(range(len(eps)), key=lambda i: eps[i])
     eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
     E, N = len(eps), len(x)
@@ -118,12 +142,11 @@ def pgd_l2(
                 e_c, n_c = e_c[fresh], n_c[fresh]
             if len(e_c):
                 run.attack(e_c, n_c, random_start)
-    model.train(was_training)
     inverse = torch.empty(E, dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(E)
     broken = broken[inverse.to(broken.device)]
     acc = (1.0 - broken.float().mean(1)).tolist()
-    delta_out = best_delta[inverse.to(x.device)] if best_delta is not None else None
+    delta_out = best_delta[inverse.to(x.device)].contiguous() if best_delta is not None else None
     return PGDResult(list(eps), acc, broken, delta_out, run.passes)
 
 
@@ -198,11 +221,15 @@ def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
 
 @torch.enable_grad()
 def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: float = 2.5,
-                 clip=(0.0, 1.0), loss: str = "ce", chunk_size: int | None = None) -> list[float]:
+                 clip=(0.0, 1.0), loss: str = "ce", chunk_size: int | None = None, layout: bool = False) -> list[float]:
     """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate
-    (``chunk_size`` images per forward; ``None``: all at once)."""
+    (``chunk_size`` images per forward, ``None``: all at once; ``layout``: :func:`cpu_layout`)."""
     model.eval()
-    size = chunk_size or len(x)
+    with cpu_layout(model, x, layout) as x:
+        return _plain(model, x, y, eps, n_iter, step_factor, clip, loss, chunk_size or len(x))
+
+
+def _plain(model, x, y, eps, n_iter, step_factor, clip, loss, size) -> list[float]:
     accs = []
     for e in eps:
         correct = 0
