@@ -20,12 +20,13 @@ Needs the Fashion-MNIST files (``data.data_dir``, ``/usr/share/datasets/fashion-
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from stablenets.callbacks import PowerMethodCallback
 from stablenets.config import build
@@ -51,6 +52,9 @@ class EpochTimer(L.Callback):
 def train(preset: str, overrides: list[str]):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", *overrides], return_hydra_config=False)
+    with open_dict(cfg):  # no Hydra runtime here: nothing is written, so no run dir is needed
+        cfg.paths.output_dir = tempfile.mkdtemp(prefix="stablenets-benchmark-")
+        cfg.group = cfg.name = preset
     objects = build_objects(cfg)
     power_cfg = OmegaConf.to_container(cfg.callbacks.power_method) if cfg.callbacks.get("power_method") else None
     timer = EpochTimer()
