@@ -12,8 +12,8 @@ data, schedule, loss and callbacks as ``stablenets-train``).  Prints:
 * attack: the robustness curve as ``stablenets-train`` computes it (all ε in one batch, chunks of
   ``attack.chunk_size`` rows, certified pairs skipped, only correctly classified points, early stop,
   monotone in ε) against the plain evaluation (one ε at a time, every point, every iteration), once with
-  all points in one batch and once in the same chunks; with both curves, so that the fast one can be
-  checked to be equal or stronger.
+  all points in one batch and once in the same chunks and memory layout; with both curves, so that the fast
+  one can be checked to be equal or stronger.
 
 Needs the Fashion-MNIST files (``data.data_dir``, ``/usr/share/datasets/fashion-mnist``, or ``--download``).
 """
@@ -52,13 +52,13 @@ class EpochTimer(L.Callback):
 def train(preset: str, overrides: list[str]):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", *overrides], return_hydra_config=False)
-    with open_dict(cfg):  # no Hydra runtime here: nothing is written, so no run dir is needed
-        cfg.paths.output_dir = tempfile.mkdtemp(prefix="stablenets-benchmark-")
+    with open_dict(cfg):  # no Hydra runtime here: the run-dir keys need a value, nothing is written there
+        cfg.paths.output_dir = tempfile.gettempdir()
         cfg.group = cfg.name = preset
     objects = build_objects(cfg)
-    power_cfg = OmegaConf.to_container(cfg.callbacks.power_method) if cfg.callbacks.get("power_method") else None
+    power_cfg = cfg.callbacks.get("power_method")
     timer = EpochTimer()
-    power = build("callbacks.power_method", OmegaConf.create(power_cfg), record_substeps=True) if power_cfg else PowerMethodCallback()
+    power = build("callbacks.power_method", power_cfg, record_substeps=True) if power_cfg else PowerMethodCallback()
     L.seed_everything(cfg.seed, verbose=False)
     trainer = L.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -122,12 +122,12 @@ def main() -> None:
         t_plain = time.perf_counter() - t0
         chunk = chunk_for("cpu", attack.get("chunk_size", "auto"))
         t0 = time.perf_counter()
-        plain_chunked = pgd_l2_plain(net, x, y, eps, n_iter=n_iter, chunk_size=chunk)
+        plain_chunked = pgd_l2_plain(net, x, y, eps, n_iter=n_iter, chunk_size=chunk, layout=True)
         t_chunked = time.perf_counter() - t0
         plain_passes = len(x) * n_iter * sum(e > 0 for e in eps)
         worse = max(a - b for a, b in zip(fast, plain))
         print(f"[attack] {name:13s} curve {t_fast:7.1f} s ({curve['pgd_passes']} image passes) vs plain {t_plain:7.1f} s "
-              f"({plain_passes} passes): {t_plain / t_fast:.1f}x; vs plain in chunks of {chunk} {t_chunked:7.1f} s: "
+              f"({plain_passes} passes): {t_plain / t_fast:.1f}x; vs plain in chunks of {chunk} + layout {t_chunked:7.1f} s: "
               f"{t_chunked / t_fast:.1f}x; max(curve - plain accuracy) = {worse:+.3f} (<= 0: equal or stronger)")
         print(f"[attack] {name:13s} eps      " + " ".join(f"{e:6.3f}" for e in eps))
         print(f"[attack] {name:13s} curve    " + " ".join(f"{a:6.3f}" for a in fast))

@@ -116,19 +116,10 @@ class _GradientFlowBlock(nn.Module):
         self.activation = activation
         self.act, self.k = get_activation(activation, monotone=True)
 
-    def norm_cap(self) -> float | None:
-        return self.max_norm
-
-    def _scale(self) -> torch.Tensor | float:
-        """``min(1, c/‖A‖)``: 1 without a cap."""
-        if self.max_norm is None:
-            return 1.0
-        return (self.max_norm / self.current_norm()).clamp(max=1.0)
-
     @property
     def n_steps(self) -> int:
         margin = self.margin if self.training else 0.0
-        return substeps_for(self.current_norm() * self._scale(), self.T, self.k, margin)
+        return substeps_for(self.capped_norm(), self.T, self.k, margin)
 
     def _apply_A(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -139,7 +130,7 @@ class _GradientFlowBlock(nn.Module):
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
         n = n_steps or self.n_steps
         h = self.T / n
-        w = self.weight if self.max_norm is None else self.weight * self._scale()
+        w = self.capped_weight()
         for _ in range(n):
             x = x - h * self._apply_At(self.act(self._apply_A(x, w)), w)
         return x
@@ -277,9 +268,6 @@ class NormalizedConv2d(ConvTracked):
                               bias=bias)
         self._init_tracking((1, *self.in_shape))
 
-    def norm_cap(self) -> float | None:
-        return self.max_norm
-
     def out_shape(self) -> tuple[int, int, int]:
         _, h, w = self.in_shape
         k = self.conv.kernel_size[0]
@@ -288,10 +276,7 @@ class NormalizedConv2d(ConvTracked):
         return (self.conv.out_channels, f(h), f(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if self.max_norm is not None:
-            w = w * (self.max_norm / self.current_norm()).clamp(max=1.0)
-        return F.conv2d(x, w, self.conv.bias, stride=self.conv.stride, padding=self.conv.padding)
+        return F.conv2d(x, self.capped_weight(), self.conv.bias, stride=self.conv.stride, padding=self.conv.padding)
 
     def lipschitz_bound(self) -> float:
         """``min(c, ‖A‖)`` with the certified ``‖A‖`` (eval-mode forward)."""
@@ -302,16 +287,15 @@ class NormalizedConv2d(ConvTracked):
 class NormalizedLinear(DenseTracked):
     """A linear layer divided by ``max(1, ‖W‖)`` in the forward pass (1-Lipschitz), for a constrained head."""
 
+    max_norm = 1.0
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
         self.lin = nn.Linear(in_features, out_features, bias=bias)
         self._init_tracking((in_features,))
 
-    def norm_cap(self) -> float:
-        return 1.0
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight / self.current_norm().clamp_min(1.0), self.lin.bias)
+        return F.linear(x, self.capped_weight(), self.lin.bias)
 
     def lipschitz_bound(self) -> float:
         return 1.0

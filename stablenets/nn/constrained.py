@@ -19,6 +19,7 @@ class SpectrallyTracked(nn.Module):
     weight: nn.Parameter
     u: torch.Tensor
     sigma: torch.Tensor
+    max_norm: float | None = None  # the norm cap c (None: the weight is used as it is)
 
     def _init_tracking(self, u_shape: tuple[int, ...], warm_iters: int = 50) -> None:
         self.register_buffer("u", torch.randn(u_shape))
@@ -44,9 +45,16 @@ class SpectrallyTracked(nn.Module):
         self.sigma.copy_(sigma)
         return its
 
-    def norm_cap(self) -> float | None:
-        """The norm above which the forward pass rescales the weight (``None``: never rescaled)."""
-        return None
+    # -- norm cap: the forward pass uses A·min(1, c/‖A‖) when max_norm = c is set --------------------
+    def capped_weight(self) -> torch.Tensor:
+        if self.max_norm is None:
+            return self.weight
+        return self.weight * (self.max_norm / self.current_norm()).clamp(max=1.0)
+
+    def capped_norm(self) -> torch.Tensor:
+        """``min(c, ‖A‖)``: the norm of :meth:`capped_weight` (estimate in training, certified in eval)."""
+        norm = self.current_norm()
+        return norm if self.max_norm is None else norm.clamp(max=self.max_norm)
 
     @torch.no_grad()
     def project_(self) -> bool:
@@ -56,11 +64,10 @@ class SpectrallyTracked(nn.Module):
         layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c`` every
         optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.
         """
-        cap = self.norm_cap()
-        if cap is None or not float(self.sigma) > cap:
+        if self.max_norm is None or not float(self.sigma) > self.max_norm:
             return False
-        self.weight.mul_(cap / self.sigma)
-        self.sigma.fill_(cap)
+        self.weight.mul_(self.max_norm / self.sigma)
+        self.sigma.fill_(self.max_norm)
         return True
 
     def norm_bound(self) -> torch.Tensor:

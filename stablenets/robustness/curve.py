@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .certify import certified_accuracy, certified_radius
-from .pgd import accuracy, pgd_l2
+from .pgd import accuracy, pgd_l2, predict
 
 
 def collect(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +91,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
     chunk = chunk_for(device, attack.get("chunk_size", "auto"))
     t0 = time.perf_counter()
-    with torch.no_grad():
-        step = chunk or len(x)
-        logits = torch.cat([net(x[i:i + step]) for i in range(0, len(x), step)])
+    logits = predict(net, x, chunk)
     cert = certified_accuracy(logits, y, bound, eps, convention) if math.isfinite(bound) else [None] * len(eps)
     robust = None
     if math.isfinite(bound) and attack.get("skip_certified", True):

@@ -35,8 +35,19 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tenso
 
 
 @torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Logits of ``x``, ``chunk_size`` images per forward (``None``: all at once)."""
+    size = chunk_size or len(x)
+    return torch.cat([model(x[i:i + size]) for i in range(0, len(x), size)])
+
+
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((model(x).argmax(1) == y).float().mean())
+    return float((predict(model, x).argmax(1) == y).float().mean())
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm (the PGD step direction)."""
+    return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1))
 
 
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tuple[float, float] | None) -> torch.Tensor:
@@ -109,45 +120,38 @@ def pgd_l2(
     was_training = model.training
     model.eval()
     with cpu_layout(model, x) as x:
-        result = _pgd(model, x, y, eps, n_iter, step_factor, step_size, clip, loss, random_start, restarts,
-                      early_stop, monotone, keep_delta, generator, robust, chunk_size)
+        order = sorted(range(len(eps)), key=lambda i: eps[i])
+        eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
+        E, N = len(eps), len(x)
+        clean_wrong = predict(model, x, chunk_size).argmax(1) != y
+        broken = clean_wrong.expand(E, N).clone()
+        skip = torch.zeros_like(broken) if robust is None else robust.to(broken.device)[torch.tensor(order)].clone()
+        skip &= ~broken  # a misclassified point is never "robust"
+        best_delta = torch.zeros(E, *x.shape, dtype=x.dtype, device=x.device) if keep_delta else None
+        run = _Run(model, x, y, eps_sorted, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
+                   early_stop, monotone, generator)
+        run.passes = N
+        for _ in range(restarts):
+            # (ε, image) pairs still to attack, image-major so that one image's ε share a chunk where possible
+            n_idx, e_idx = (~broken & ~skip & (eps_sorted[:, None] > 0)).t().nonzero(as_tuple=True)
+            if len(e_idx) == 0:
+                break
+            size = chunk_size or len(e_idx)
+            for i in range(0, len(e_idx), size):
+                e_c, n_c = e_idx[i:i + size], n_idx[i:i + size]
+                if monotone:  # pairs broken through a smaller ball while earlier chunks ran
+                    fresh = ~broken[e_c, n_c]
+                    e_c, n_c = e_c[fresh], n_c[fresh]
+                if len(e_c):
+                    run.attack(e_c, n_c, random_start)
+        inverse = torch.empty(E, dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(E)
+        broken = broken[inverse.to(broken.device)]
+        acc = (1.0 - broken.float().mean(1)).tolist()
+        delta_out = best_delta[inverse.to(x.device)].contiguous() if best_delta is not None else None
+        result = PGDResult(list(eps), acc, broken, delta_out, run.passes)
     model.train(was_training)
     return result
-
-
-def _pgd(model, x, y, eps, n_iter, step_factor, step_size, clip, loss, random_start, restarts, early_stop,
-         monotone, keep_delta, generator, robust, chunk_size) -> PGDResult:
-    order = sorted(range(len(eps)), key=lambda i: eps[i])
-    eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
-    E, N = len(eps), len(x)
-    with torch.no_grad():
-        clean_wrong = torch.cat([model(x[i:i + (chunk_size or N)]).argmax(1) for i in range(0, N, chunk_size or N)]) != y
-    broken = clean_wrong.expand(E, N).clone()
-    skip = torch.zeros_like(broken) if robust is None else robust.to(broken.device)[torch.tensor(order)].clone()
-    skip &= ~broken  # a misclassified point is never "robust"
-    best_delta = torch.zeros(E, *x.shape, dtype=x.dtype, device=x.device) if keep_delta else None
-    run = _Run(model, x, y, eps_sorted, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
-               early_stop, monotone, generator)
-    run.passes = N
-    for _ in range(restarts):
-        # (ε, image) pairs still to attack, image-major so that one image's ε share a chunk where possible
-        n_idx, e_idx = (~broken & ~skip & (eps_sorted[:, None] > 0)).t().nonzero(as_tuple=True)
-        if len(e_idx) == 0:
-            break
-        size = chunk_size or len(e_idx)
-        for i in range(0, len(e_idx), size):
-            e_c, n_c = e_idx[i:i + size], n_idx[i:i + size]
-            if monotone:  # pairs broken through a smaller ball while earlier chunks ran
-                fresh = ~broken[e_c, n_c]
-                e_c, n_c = e_c[fresh], n_c[fresh]
-            if len(e_c):
-                run.attack(e_c, n_c, random_start)
-    inverse = torch.empty(E, dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(E)
-    broken = broken[inverse.to(broken.device)]
-    acc = (1.0 - broken.float().mean(1)).tolist()
-    delta_out = best_delta[inverse.to(x.device)].contiguous() if best_delta is not None else None
-    return PGDResult(list(eps), acc, broken, delta_out, run.passes)
 
 
 class _Run:
@@ -169,8 +173,7 @@ class _Run:
         if random_start:
             noise = torch.randn(xb.shape, generator=self.generator, device=x.device, dtype=x.dtype)
             radius = torch.rand(len(xb), generator=self.generator, device=x.device, dtype=x.dtype) * eb
-            noise = noise / noise.flatten(1).norm(dim=1).view(view)
-            delta = _project(noise * radius.view(view), xb, eb, clip)
+            delta = _project(_unit(noise) * radius.view(view), xb, eb, clip)
         live = torch.arange(len(xb), device=x.device)  # rows of (xb, ...) still attacked
         for it in range(n_iter + 1):  # the last pass only checks the final iterate
             full = len(live) == len(xb)  # no gather/scatter while every row is live
@@ -190,8 +193,7 @@ class _Run:
                 break
             grad, = torch.autograd.grad(attack_loss(logits, y_live, self.loss).sum(), d)
             with torch.no_grad():
-                g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-                step = d.detach() + alpha[live].view(view) * g
+                step = d.detach() + alpha[live].view(view) * _unit(grad)
                 new = _project(step, xb[live], eb[live], clip)
                 if keep.all():
                     if full:
@@ -241,9 +243,7 @@ def _plain(model, x, y, eps, n_iter, step_factor, clip, loss, size) -> list[floa
                 d = delta.requires_grad_(True)
                 grad, = torch.autograd.grad(attack_loss(model(xc + d), yc, loss).sum(), d)
                 with torch.no_grad():
-                    g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-                    delta = _project(d + (e * step_factor / n_iter) * g, xc, et, clip)
-            with torch.no_grad():
-                correct += int((model(xc + delta).argmax(1) == yc).sum())
+                    delta = _project(d + (e * step_factor / n_iter) * _unit(grad), xc, et, clip)
+            correct += int((predict(model, xc + delta).argmax(1) == yc).sum())
         accs.append(correct / len(x))
     return accs
