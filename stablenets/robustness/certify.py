@@ -29,9 +29,15 @@ def certified_radius(logits: torch.Tensor, lipschitz: float, convention: str = "
 
 
 @torch.no_grad()
-def certified_accuracy(logits: torch.Tensor, y: torch.Tensor, lipschitz: float, eps: list[float],
-                       convention: str = "sqrt2") -> list[float]:
-    """Fraction of points correctly classified whose certified radius exceeds ε (the bound is strict)."""
+def certified_mask(logits: torch.Tensor, y: torch.Tensor, lipschitz: float, eps: list[float],
+                   convention: str = "sqrt2") -> torch.Tensor:
+    """``(len(eps), N)``: correctly classified with certified radius above ε (the bound is strict; ε = 0: correct)."""
     radius = certified_radius(logits, lipschitz, convention)
     correct = logits.argmax(1) == y
-    return [float((correct & (radius > e)).float().mean()) if e > 0 else float(correct.float().mean()) for e in eps]
+    return torch.stack([correct & (radius > e) if e > 0 else correct for e in eps])
+
+
+def certified_accuracy(logits: torch.Tensor, y: torch.Tensor, lipschitz: float, eps: list[float],
+                       convention: str = "sqrt2") -> list[float]:
+    """Fraction of points correctly classified whose certified radius exceeds ε."""
+    return certified_mask(logits, y, lipschitz, eps, convention).float().mean(1).tolist()

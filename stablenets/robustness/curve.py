@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .certify import certified_accuracy, certified_radius
+from .certify import certified_mask
 from .pgd import accuracy, pgd_l2, predict
 
 
@@ -92,11 +92,9 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     chunk = chunk_for(device, attack.get("chunk_size", "auto"))
     t0 = time.perf_counter()
     logits = predict(net, x, chunk)
-    cert = certified_accuracy(logits, y, bound, eps, convention) if math.isfinite(bound) else [None] * len(eps)
-    robust = None
-    if math.isfinite(bound) and attack.get("skip_certified", True):
-        radius = certified_radius(logits, bound, convention)
-        robust = (logits.argmax(1) == y) & (radius > torch.tensor(eps, device=device)[:, None])
+    certified = certified_mask(logits, y, bound, eps, convention) if math.isfinite(bound) else None
+    cert = certified.float().mean(1).tolist() if certified is not None else [None] * len(eps)
+    robust = certified if attack.get("skip_certified", True) else None  # ε = 0 rows are never attacked
     res = pgd_l2(net, x, y, eps, n_iter=attack["n_iter"], step_factor=attack.get("step_factor", 2.5),
                  step_size=attack.get("step_size"), clip=clip, loss=attack.get("loss", "ce"),
                  random_start=attack.get("random_start", False), restarts=attack.get("restarts", 1),
