@@ -15,7 +15,6 @@ import argparse
 import torch
 
 from stablenets.eval import load_run
-from stablenets.models.base import part_bound
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
 
 
@@ -31,8 +30,8 @@ def main() -> None:
     bound = net.lipschitz_bound()
     g = torch.Generator().manual_seed(0)
     parts = {"whole net": (net, bound)}
-    if hasattr(net, "features"):
-        parts["features"] = (net.features, part_bound(net.features))
+    if hasattr(net, "features_bound"):
+        parts["features"] = (net.features, net.features_bound())
     for name, (f, claimed) in parts.items():
         ratio = empirical_lipschitz(f, x[:64], n_pairs=128, ascent_steps=100, generator=g)
         print(f"{name}: searched ratio {ratio:.6f} vs bound {claimed:.6f} -> ratio/bound = {ratio / claimed:.6f} "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from .errors import ConfigError
+from .reporting import results_part, write_report
 from .train import CONF_DIR, build_objects, report, write_json
 
 
@@ -38,11 +39,36 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
         cfg.name = saved_cfg.get("name", run_dir.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     objects["task"].load_state_dict(state)
     objects["task"].eval()
     objects["datamodule"].setup("test")
     return cfg, objects
+
+
+def eval_device(overrides: list[str] = ()) -> torch.device:
+    """``trainer.accelerator`` among the overrides (``auto`` by default, whatever the run trained on)."""
+    choice = "auto"
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") == "trainer.accelerator":
+            choice = value
+    if choice not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator must be auto, cpu or gpu for stablenets-eval, got {choice!r}")
+    if choice in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator=gpu but no CUDA device is available")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def new_eval_dir(run_dir: Path) -> Path:
+    """``<run>/eval/<time to the microsecond>``, created exclusively: two evaluations never share a dir."""
+    while True:
+        out = run_dir / "eval" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+        try:
+            out.mkdir(parents=True, exist_ok=False)
+            return out
+        except FileExistsError:
+            continue
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,16 +77,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. attack=autoattack_l2 attack.n_iter=200")
     args = parser.parse_args(argv)
     try:
+        device = eval_device(args.overrides)
         cfg, objects = load_run(args.run_dir, args.overrides)
     except ConfigError as e:
         print(f"stablenets-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(args.run_dir) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    out.mkdir(parents=True, exist_ok=True)
-    extra = objects["task"].evaluate(objects["datamodule"], cfg, out)
-    metrics = extra.pop("metrics", {})
-    write_json(out / "results.json", {"metrics": metrics, **extra, "overrides": args.overrides})
-    report(metrics, out)
+    out = new_eval_dir(Path(args.run_dir))
+    task, dm = objects["task"].to(device), objects["datamodule"]
+    evaluation = task.evaluate(dm, cfg)
+    write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
+    write_json(out / "results.json", {**results_part(evaluation), "overrides": args.overrides, "device": str(device)})
+    report(evaluation["metrics"], out, evaluation)
+    violations = int(evaluation["metrics"].get("test/certificate_violations", 0))
+    if violations:
+        print(f"stablenets-eval: error: the certificate audit broke {violations} certified pairs: a bound is wrong",
+              file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
+from .reporting import results_part, summary, write_report
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 RESULTS = "results.json"
@@ -97,30 +98,42 @@ def latest_checkpoint(out: Path) -> Path | None:
     return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
 
 
+class CertificateError(RuntimeError):
+    """The certificate audit found an adversarial example inside a certified radius: a bound is wrong."""
+
+
+def _finished(out: Path) -> bool:
+    return (out / RESULTS).exists() and not (out / "error.txt").exists()
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and evaluate one run; return ``(metrics, objects)``.
 
     A failure of any kind leaves ``error.txt`` in the run dir (so a sweep's table lists it) and is re-raised.
+    Under DDP every rank trains; rank 0 alone evaluates and writes files.
     """
     out = Path(cfg.paths.output_dir)
     results_path = out / RESULTS
-    if cfg.get("resume", True) and results_path.exists():
+    if cfg.get("resume", True) and _finished(out):
         saved = json.loads(results_path.read_text())
         print(f"stablenets: {out} already finished; skipping (delete {RESULTS} to re-run)")
         return saved["metrics"], {"skipped": True, "results": saved}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "error.txt").unlink(missing_ok=True)
+    rank_zero = _rank() == 0
+    if rank_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "error.txt").unlink(missing_ok=True)
     loggers: list = []
     try:
         objects = build_objects(cfg)  # every config error surfaces here, before any work
         _set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if rank_zero:
+            (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         dm, task = objects["datamodule"], objects["task"]
         loggers = _loggers(cfg, out)
         trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
         ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
-        if ckpt:
+        if ckpt and rank_zero:
             print(f"stablenets: resuming {out} from {ckpt}")
         t0 = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
@@ -129,8 +142,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if cfg.get("test", True):
             metrics.update(_scalars(trainer.test(task, datamodule=dm, verbose=False)[0]))
         metrics["train/seconds"] = train_seconds
-        extra = task.evaluate(dm, cfg, out) if hasattr(task, "evaluate") else {}
-        metrics.update(extra.pop("metrics", {}))
+        objects.update(trainer=trainer)
+        if not trainer.is_global_zero:
+            return metrics, objects
+        # Lightning leaves the module on the CPU after fit/test: evaluate where it trained, in float32 or wider
+        task.to(trainer.strategy.root_device)
+        if task.dtype in (torch.float16, torch.bfloat16):
+            task.float()
+        evaluation = task.evaluate(dm, cfg) if hasattr(task, "evaluate") else {"metrics": {}}
+        metrics.update(evaluation["metrics"])
+        write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
+        extra = {k: v for k, v in results_part(evaluation).items() if k != "metrics"}
         for lg in loggers:
             lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             _log_tables(lg, extra)
@@ -138,13 +160,28 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                    "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
                    "resumed_from": str(ckpt) if ckpt else None}
         write_json(results_path, results)
+        violations = int(metrics.get("test/certificate_violations", 0))
+        if violations:
+            raise CertificateError(f"the certificate audit broke {violations} of "
+                                   f"{int(metrics['test/certificate_audited'])} certified (ε, image) pairs: a reported "
+                                   f"Lipschitz bound is wrong (results kept in {results_path})")
     except BaseException:
-        (out / "error.txt").write_text(traceback.format_exc())
+        if rank_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
         _finish_wandb(loggers)
-    objects.update(trainer=trainer, results=results)
+    objects.update(results=results, evaluation=evaluation)
     return metrics, objects
+
+
+def _rank() -> int:
+    """Global rank of this process as the launcher set it (0 outside distributed runs)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
 
 
 def _set_threads(setting, datamodule) -> None:
@@ -192,10 +229,8 @@ def _finish_wandb(loggers) -> None:
         wandb.finish()
 
 
-def report(metrics: dict[str, Any], out: Path) -> None:
-    keys = [k for k in sorted(metrics) if k.startswith("test/") or k in ("train/seconds",)]
-    print("stablenets: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys[:12] if isinstance(metrics[k], float)))
-    print(f"stablenets: outputs in {out}")
+def report(metrics: dict[str, Any], out: Path, evaluation: dict[str, Any] | None = None) -> None:
+    print("stablenets: results\n" + summary(metrics, evaluation, out))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -204,13 +239,14 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     try:
-        metrics, _ = train(cfg)
-    except ConfigError as e:
+        metrics, objects = train(cfg)
+    except (ConfigError, CertificateError) as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the launcher records this job as failed and goes on with the others
         print(f"stablenets: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    report(metrics, Path(cfg.paths.output_dir))
+        sys.exit(2 if isinstance(e, ConfigError) else 3)
+    if _rank() == 0:
+        report(metrics, Path(cfg.paths.output_dir), objects.get("evaluation"))
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
 

@@ -12,6 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
+from stablenets.models import NonExpansiveNet
+from stablenets.nn import SpectralLinear
 from stablenets.train import CONF_DIR
 
 CONF = Path(CONF_DIR)
@@ -97,3 +99,59 @@ def read_wandb_records(path: Path) -> list:
             records.append(rec)
             parts = b""
     return records
+
+
+# -- small problems and a short training loop with the real task and PowerMethodCallback ---------------------
+def blobs(n: int = 300, dim: int = 4, classes: int = 3, seed: int = 0, spread: float = 0.5):
+    """Gaussian blobs around ``classes`` random centres: ``(x, y)``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * 2
+    y = torch.randint(0, classes, (n,), generator=g)
+    return centres[y] + spread * torch.randn(n, dim, generator=g), y
+
+
+def patch_images(n: int = 128, size: int = 12, classes: int = 4, seed: int = 0):
+    """``(n, 1, size, size)`` images in [0, 1]: class k has a bright patch at a class-specific place."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = torch.rand(n, 1, size, size, generator=g) * 0.3
+    for k in range(classes):
+        r, c = 2 * (k // 2), 2 + 4 * (k % 2)
+        x[y == k, :, r:r + 4, c:c + 4] = 1.0
+    return x, y
+
+
+def fit(net, x, y, optimizer=None, epochs: int = 1, steps: int = -1, batch_size: int = 32, task: str = "classification",
+        callback=None):
+    """Train ``net`` with the real task and ``PowerMethodCallback``; returns ``(task, callback)``."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from stablenets.callbacks import PowerMethodCallback
+    from stablenets.tasks import ClassificationTask, InverseProblemTask
+
+    optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=0.05))
+    cls = ClassificationTask if task == "classification" else InverseProblemTask
+    module = cls(net, optimizer=optimizer)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    callback = callback or PowerMethodCallback(n_iters=1, tol=1e-3, max_iters=20)
+    trainer = L.Trainer(max_epochs=epochs, max_steps=steps, callbacks=[callback], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu")
+    trainer.fit(module, loader)
+    return module, callback
+
+
+class HalvedHeadNet(NonExpansiveNet):
+    """A planted wrong bound: a dense non-expansive net whose head reports half its norm."""
+
+    def __init__(self, in_shape, out_dim: int, L: float | None = None, **kwargs) -> None:
+        super().__init__(in_shape, out_dim, L=L, **kwargs)
+        head = self.head
+        head.lipschitz_bound = lambda: 0.5 * SpectralLinear.lipschitz_bound(head)

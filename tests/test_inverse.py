@@ -58,13 +58,13 @@ def test_invnet_never_exceeds_its_bound(L):
     net = InvNet((2,), 2, L=L)
     for p in net.parameters():
         p.data.normal_(0, 1.0)
-    net.c.data.fill_(10.0)  # clamped to L
-    for b in net.layers:
-        b.update_norm_estimate(n_iters=100)
+    net.c.data.fill_(-10.0)  # beyond L: the clamp holds the scale at -L
     net.eval()
-    assert net.lipschitz_bound() == pytest.approx(L)
+    bound = net.lipschitz_bound()
     measured = empirical_lipschitz(net, torch.randn(128, 2) * 2, n_pairs=256, ascent_steps=80)
-    assert measured <= L * (1 + 1e-4)
+    assert measured <= bound * (1 + 1e-4) and bound <= L * (1 + 1e-12)
+    assert measured >= 0.05 * L  # the search is not vacuous
+    assert all(b.n_steps > 1 for b in net.layers)  # large weights: the guarantee holds through more sub-steps
 
 
 def test_trained_invnet_run_reports_measured_below_bound(tmp_path):

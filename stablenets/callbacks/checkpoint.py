@@ -27,7 +27,7 @@ class LastCheckpoint(L.Callback):
         tmp = self.path.with_name(self.path.name + ".part")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole state, to resume
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

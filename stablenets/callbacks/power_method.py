@@ -1,75 +1,121 @@
 """Keep the power-method estimates of eq. (31) current: one warm-started iteration after every optimizer step.
 
 Section 6: "Before passing to the next minibatch ... we update our estimates of the spectral norms of the
-weights using the power method ... warm-start ... a single iteration".  A single iteration can lag behind
-the true norm while the learning rate rises (the estimate of ``‖A‖`` creeps up while the weight runs away),
-and the block is then not 1-Lipschitz *in training*.  Two guards:
+weights using the power method ... warm-start ... a single iteration".  After every optimizer step, for
+every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
 
-* after the first ``n_iters`` iterations, keep iterating while the estimate still moves by more than
-  ``tol`` (relative), up to ``max_iters`` — a warm start that is on target stops after one iteration;
-* every ``check_every_n_steps`` steps, compare the estimate with the layer's certified upper bound; when
-  ``bound/estimate`` has grown by more than ``check_slack`` over its value for a converged estimate (the
-  bound's own excess, ~1% for 28×28 convolutions), re-converge the power method (``power/corrections``);
-* with ``project`` (default), a layer that rescales its weight to a norm cap in the forward pass (normalised
-  lifting layers, capped gradient-flow blocks) gets its stored weight projected back to the cap
-  (``SpectrallyTracked.project_``: same function, but the stored weight cannot inflate and so slow down
-  every later update of the effective weight; ``power/projections``);
-* at every validation, compare the estimate with a converged power method and log the gap
-  (``power/gap_max``), then adopt the converged estimate.
+1. ``n_iters`` warm-started iterations; while any estimate still moved by more than ``tol`` (relative),
+   another one, up to ``max_iters`` — a warm start that is on target costs one iteration.  The tolerance
+   is checked for all layers at once: one host synchronisation per step, which also reads the estimates
+   that set the training sub-step counts of the gradient-flow blocks (their forward never reads a device
+   value);
+2. under DDP, the estimates and vectors are broadcast from rank 0, so every rank holds the same state;
+3. with ``project`` (default), a layer that rescales its weight to a norm cap in the forward pass gets its
+   stored weight projected back to the cap (``SpectralOperator.project_``: same function, but the stored
+   weight cannot inflate and so slow down every later update of the effective weight);
+4. every ``check_every_n_steps`` steps, the estimate is compared with the layer's certified upper bound;
+   when ``bound/estimate`` has grown by more than ``check_slack`` over its value for a converged estimate
+   (the bound's own excess, ~1% for 28×28 convolutions), the power method is re-converged
+   (``power/corrections``) — the single iteration can fall behind while the learning rate rises;
+5. at every validation the estimate is re-converged and the gap logged (``power/gap_max``).
 
-Eval-mode forwards never depend on these estimates: they use certified bounds (see ``SpectrallyTracked``).
+None of this certifies anything: eval-mode forwards and every reported bound use certified norms that
+are recomputed whenever the weights change (see ``stablenets.nn.spectral``).
 """
 from __future__ import annotations
-
-import time
 
 import lightning as L
 import torch
 
-from ..nn.constrained import SpectrallyTracked
-from ..nn.blocks import _GradientFlowBlock
+from ..nn.gradient_flow import GradientFlowBlock
+from ..nn.spectral import SpectralOperator
 
 
-def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectrallyTracked]]:
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, SpectrallyTracked)]
+def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectralOperator]]:
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, SpectralOperator)]
+
+
+def _blocks(module: torch.nn.Module) -> list[tuple[str, GradientFlowBlock]]:
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, GradientFlowBlock)]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+@torch.no_grad()
+def broadcast_state(ops: list[SpectralOperator]) -> None:
+    """Every rank takes rank 0's ``u`` and ``sigma`` (one collective for all layers)."""
+    if not ops or not _distributed():
+        return
+    flat = torch.cat([t.reshape(-1) for m in ops for t in (m.u, m.sigma.reshape(1))])
+    torch.distributed.broadcast(flat, src=0)
+    i = 0
+    for m in ops:
+        for t in (m.u, m.sigma):
+            t.copy_(flat[i:i + t.numel()].view_as(t))
+            i += t.numel()
 
 
 class PowerMethodCallback(L.Callback):
     def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 20, converge_iters: int = 500,
                  log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
-                 project: bool = True, record_substeps: bool = False) -> None:
+                 project: bool = True) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
         self.n_iters, self.tol, self.max_iters = n_iters, tol, max_iters
         self.converge_iters, self.log_every = converge_iters, log_every_n_steps
         self.check_every, self.check_slack = check_every_n_steps, check_slack
-        self._excess: dict[str, float] = {}  # bound / converged estimate, per layer
+        self.project = project
+        self._excess: dict[str, float] = {}  # certified bound / converged estimate, per layer
         self.corrections = 0
-        self.project, self.projections = project, 0
+        self._projections: torch.Tensor | None = None  # counted on the device
         self._last_step = -1
-        self.seconds = 0.0  # time spent in this callback (benchmarks report its share of the epoch)
-        self.iterations = 0
-        self.updates = 0
-        self.record_substeps = record_substeps  # benchmarks: n of every gradient-flow block after every update
-        self.substeps: list[int] = []
+        self.iterations = 0  # power iterations per layer, summed over steps (work measure)
+
+    @property
+    def projections(self) -> int:
+        return 0 if self._projections is None else int(self._projections)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:  # no optimizer step (gradient accumulation)
             return
         self._last_step = trainer.global_step
-        t0 = time.perf_counter()
-        for _, m in tracked_modules(pl_module):
-            self.iterations += m.update_norm_estimate(self.n_iters, self.tol, self.max_iters)
-            if self.project:
-                self.projections += m.project_()
-            if self.record_substeps and isinstance(m, _GradientFlowBlock):
-                self.substeps.append(m.n_steps)
-        self.updates += 1
+        self.update(pl_module)
         if self.check_every and trainer.global_step % self.check_every == 0:
             self._check_against_bounds(pl_module)
-        self.seconds += time.perf_counter() - t0
         if trainer.global_step % self.log_every == 0:
             self._log(pl_module)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        """Steps 1-3 of the module docstring, and the blocks' training sub-step counts."""
+        ops = [m for _, m in tracked_modules(module)]
+        if not ops:
+            return
+        before = torch.stack([m.sigma for m in ops])
+        for _ in range(self.n_iters):
+            for m in ops:
+                m.power_step()
+        its = self.n_iters
+        while True:
+            now, prev = torch.stack([torch.stack([m.sigma for m in ops]), before]).tolist()  # the one synchronisation
+            if its >= self.max_iters or all(abs(a - b) <= self.tol * max(a, 1e-12) for a, b in zip(now, prev)):
+                break
+            before = torch.tensor(now, device=before.device, dtype=before.dtype)
+            for m in ops:
+                m.power_step()
+            its += 1
+        self.iterations += its
+        if _distributed():
+            broadcast_state(ops)
+            now = torch.stack([m.sigma for m in ops]).tolist()
+        if self.project:
+            done = torch.stack([m.project_() for m in ops]).sum()
+            self._projections = done if self._projections is None else self._projections + done
+        sigma = {id(m): v for m, v in zip(ops, now)}  # before projection: the same sub-step counts
+        for _, block in _blocks(module):
+            block.refresh_substeps(sigma.get(id(block.op)))
 
     def state_dict(self) -> dict:  # saved in checkpoints: a resumed run checks exactly as an uninterrupted one
         return {"excess": dict(self._excess), "corrections": self.corrections}
@@ -81,18 +127,22 @@ class PowerMethodCallback(L.Callback):
     @torch.no_grad()
     def _check_against_bounds(self, pl_module: L.LightningModule) -> None:
         for name, m in tracked_modules(pl_module):
-            excess = float(m.norm_bound()) / max(float(m.sigma), 1e-12)
+            excess = float(m.certified_norm()) / max(float(m.sigma), 1e-12)
             if excess > self._excess.get(name, 1.0) * (1 + self.check_slack):
-                m.update_norm_estimate(n_iters=10, tol=1e-7, max_iters=self.converge_iters)
-                self._excess[name] = float(m.norm_bound()) / max(float(m.sigma), 1e-12)
+                self._converge(pl_module, m)
+                self._excess[name] = float(m.certified_norm()) / max(float(m.sigma), 1e-12)
                 self.corrections += 1
 
+    def _converge(self, module: torch.nn.Module, m: SpectralOperator) -> None:
+        m.update_norm_estimate(n_iters=10, tol=1e-7, max_iters=self.converge_iters)
+        broadcast_state([m])
+        for _, block in _blocks(module):
+            if block.op is m:
+                block.refresh_substeps()
+
     def _log(self, pl_module: L.LightningModule) -> None:
-        metrics = {}
-        for name, m in tracked_modules(pl_module):
-            metrics[f"power/sigma/{name}"] = float(m.sigma)
-            if isinstance(m, _GradientFlowBlock):
-                metrics[f"power/n_steps/{name}"] = float(m.n_steps)
+        metrics = {f"power/sigma/{name}": float(m.sigma) for name, m in tracked_modules(pl_module)}
+        metrics.update({f"power/n_steps/{name}": float(b.n_steps) for name, b in _blocks(pl_module)})
         if metrics:
             metrics["power/corrections"] = float(self.corrections)
             metrics["power/projections"] = float(self.projections)
@@ -105,7 +155,7 @@ class PowerMethodCallback(L.Callback):
         gaps = []
         for _, m in tracked_modules(pl_module):
             before = float(m.sigma)
-            m.update_norm_estimate(n_iters=10, tol=1e-7, max_iters=self.converge_iters)
+            self._converge(pl_module, m)
             gaps.append(float(m.sigma) / max(before, 1e-12) - 1.0)
         if gaps:
-            pl_module.log("power/gap_max", max(gaps), on_step=False, on_epoch=True)
+            pl_module.log("power/gap_max", max(gaps), on_step=False, on_epoch=True, sync_dist=True)

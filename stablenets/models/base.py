@@ -1,4 +1,4 @@
-"""Common pieces of the models: input flattening, lifting, the hidden-state stack, Lipschitz bounds."""
+"""Common pieces of the models: argument checks and the lift → layers → head stack on flattened inputs."""
 from __future__ import annotations
 
 import math
@@ -6,18 +6,16 @@ import math
 import torch
 from torch import nn
 
-from ..nn.power import dense_norm_bound
+from ..nn.spectral import check_positive
+
+__all__ = ["check_count", "check_positive", "StackedNet"]
 
 
-def check_architecture(depth: int, width: int | None = None, **positive: float) -> None:
-    """Raise ``ValueError`` naming the offending argument before any layer is built."""
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    if width is not None and (not isinstance(width, int) or width < 1):
-        raise ValueError(f"width must be an integer >= 1, got {width!r}")
-    for name, value in positive.items():
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
+def check_count(**values: int | None) -> None:
+    """Raise ``ValueError`` naming the first value that is set but not an integer >= 1 (depth, width, ...)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class StackedNet(nn.Module):
@@ -42,31 +40,9 @@ class StackedNet(nn.Module):
             states.append(layer(states[-1]))
         return states
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``Φ_ℓ ∘ … ∘ Φ_1 ∘ lift`` (everything before the head)."""
+        return self.hidden_states(x)[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.lift(x.flatten(1))
-        for layer in self.layers:
-            z = layer(z)
-        return self.head(z)
-
-    def lipschitz_bound(self) -> float:
-        """Product of the parts' certified bounds (``inf`` when a part has none)."""
-        return math.prod(part_bound(m) for m in (self.lift, *self.layers, self.head))
-
-
-def part_bound(module: nn.Module) -> float:
-    """Certified Lipschitz bound of one part: its own ``lipschitz_bound()``, exact for linear/pooling maps."""
-    if hasattr(module, "lipschitz_bound"):
-        return float(module.lipschitz_bound())
-    if isinstance(module, (nn.Identity, nn.Flatten, nn.MaxPool2d)):
-        return 1.0
-    if isinstance(module, nn.AvgPool2d):
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        s = module.stride if isinstance(module.stride, int) else module.stride[0]
-        if s == k:  # disjoint windows: each output averages k² inputs
-            return 1.0 / k
-        return 1.0
-    if isinstance(module, nn.Linear):
-        return float(dense_norm_bound(module.weight))
-    if isinstance(module, nn.Sequential):
-        return math.prod(part_bound(m) for m in module)
-    return math.inf
+        return self.head(self.features(x))

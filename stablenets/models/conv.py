@@ -2,22 +2,16 @@
 
 Both share one structure — for each stage ``s``: a lifting convolution to ``channels[s]``, ``blocks``
 shape-preserving blocks, a 2×2 average pool — then a linear head on the flattened features.  Only the
-blocks (and the lifting convolutions' normalisation) differ:
+blocks (and the lifting convolutions' constraint) differ:
 
 * ``ConvNonExpansiveNet``: gradient-flow blocks (eq. 18-19 with ``A`` a convolution), average pooling
-  (Lipschitz 1/2) and lifting convolutions rescaled to norm ``≤ lift_max_norm`` in the forward pass
-  (default 1: everything before the head is 1-Lipschitz).  ``lipschitz_bound`` is the product of the
-  parts' certified bounds: the free head's exact norm, and the lifts' certified norms when they are free
-  (``lift_max_norm=None``).  With a prescribed ``L`` the head is 1-Lipschitz and the output is scaled by
-  ``L / c^stages`` (``c = lift_max_norm``, ``None`` → 1), so the whole net is ``L``-Lipschitz.
-
-  Free lifts change no function the net can represent — with ReLU the blocks are positively homogeneous,
-  so a lift's scale can be moved into the next biases and the head — only how Adam's steps are scaled.
-  With a 1-Lipschitz lift the per-pixel signal is small and the lift's weights, held at norm 1, are moved
-  by a large relative step at the 1e-2 learning-rate peak — and so are the blocks' biases, which must
-  match that small signal.  On Fashion-MNIST that net stalls near 77% clean accuracy (the ReLU blocks go
-  dead), while with lifts held at norm ≤ 4, or free, it trains like its ResNet twin.
-* ``ConvResNet``: residual blocks ``x + B σ(Ax + b)`` (snippet 2) and plain lifting convolutions.
+  (Lipschitz 1/2) and lifting convolutions capped at norm ``lift_max_norm`` in the forward pass.
+  ``lipschitz_bound`` is the product of the parts' certified bounds (``stablenets.nn.bounds``).  With a
+  prescribed ``L`` the lifts are normalised to norm exactly ``lift_max_norm`` (1 when unset), the head to
+  norm 1, and the output is scaled by ``L`` over the features' bound (lifts and pools), so the whole net is
+  ``L``-Lipschitz and reports ``L``.  Why the default preset holds its lifts at norm 4 rather than 1: see
+  ``docs/design-notes.md``.
+* ``ConvResNet``: residual blocks ``x + B σ(Ax + b)`` (snippet 2) and plain lifting convolutions; no bound.
 """
 from __future__ import annotations
 
@@ -26,8 +20,11 @@ import math
 import torch
 from torch import nn
 
-from ..nn.blocks import ConvResidualBlock, NonExpansiveConvBlock, NormalizedConv2d, NormalizedLinear
-from .base import check_architecture, part_bound
+from ..nn.bounds import lipschitz_bound
+from ..nn.gradient_flow import NonExpansiveConvBlock
+from ..nn.residual import ConvResidualBlock
+from ..nn.spectral import SpectralConv2d, SpectralLinear
+from .base import check_count, check_positive
 
 
 def _check(in_shape, channels, blocks) -> tuple[int, int, int]:
@@ -35,64 +32,68 @@ def _check(in_shape, channels, blocks) -> tuple[int, int, int]:
         raise ValueError(f"convolutional models need image inputs (C, H, W), got shape {tuple(in_shape)}")
     if not channels or any((not isinstance(c, int)) or c < 1 for c in channels):
         raise ValueError(f"channels must be a non-empty list of positive integers, got {list(channels)}")
-    check_architecture(blocks)
+    check_count(blocks=blocks)
     return tuple(int(s) for s in in_shape)
 
 
 class _ConvNet(nn.Module):
-    def __init__(self, stages: list[nn.Module], feat_dim: int, out_dim: int) -> None:
+    def __init__(self, in_shape: tuple[int, int, int], stages: list[nn.Module], feat_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(*stages)
+        self.in_shape = in_shape
+        self.features = nn.Sequential(*stages, nn.Flatten())
         self.head = nn.Linear(feat_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
-
-    def lipschitz_bound(self) -> float:
-        return part_bound(self.features) * part_bound(self.head)
+        return self.head(self.features(x))
 
 
 class ConvNonExpansiveNet(_ConvNet):
     def __init__(self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, T: float = 1.0,
                  activation: str = "relu", margin: float = 0.01, max_norm: float | None = None,
                  L: float | None = None, hidden_mult: int = 1, lift_max_norm: float | None = 1.0) -> None:
-        if not isinstance(hidden_mult, int) or hidden_mult < 1:
-            raise ValueError(f"hidden_mult must be an integer >= 1, got {hidden_mult!r}")
-        check_architecture(1, None, T=T, L=L, lift_max_norm=lift_max_norm)
+        check_count(hidden_mult=hidden_mult)
+        check_positive(T=T, L=L, lift_max_norm=lift_max_norm)
         shape = _check(in_shape, channels, blocks)
-        if L is not None and lift_max_norm is None:  # a prescribed L needs 1-Lipschitz features
+        exact = L is not None
+        if exact and lift_max_norm is None:  # a prescribed L needs bounded lifts
             lift_max_norm = 1.0
         stages: list[nn.Module] = []
         for c in channels:
-            lift = NormalizedConv2d(shape, c, max_norm=lift_max_norm)
-            shape = lift.out_shape()
+            lift = SpectralConv2d(shape, c, max_norm=lift_max_norm, exact=exact)
+            shape = lift.out_shape
             stages.append(lift)
             stages += [NonExpansiveConvBlock(shape, c * hidden_mult, T=T, activation=activation, margin=margin,
                                              max_norm=max_norm) for _ in range(blocks)]
             stages.append(nn.AvgPool2d(2))
             shape = (shape[0], shape[1] // 2, shape[2] // 2)
-        super().__init__(stages, math.prod(shape), out_dim)
-        self.L = L
-        if L is not None:  # 1-Lipschitz head, output scaled by L / (the lifts' caps): the net is L-Lipschitz
-            self.head = NormalizedLinear(math.prod(shape), out_dim)
-            self.out_scale = L / float(lift_max_norm) ** len(channels)
+        super().__init__(tuple(in_shape), stages, math.prod(shape), out_dim)
+        self.L, self.out_scale = L, None
+        if exact:  # 1-Lipschitz head, output scaled by L / (the features' bound): the net is L-Lipschitz
+            self.head = SpectralLinear(math.prod(shape), out_dim, max_norm=1.0, exact=True)
+            # rounded down, so that the reported bound (features × out_scale, the same product) is <= L
+            self.out_scale = math.nextafter(L / self.features_bound(), 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
-        return out if self.L is None else self.out_scale * out
+        return out if self.out_scale is None else self.out_scale * out
+
+    def features_bound(self) -> float:
+        return lipschitz_bound(self.features, self.in_shape, "features")
 
     def lipschitz_bound(self) -> float:
-        return super().lipschitz_bound() * (1.0 if self.L is None else self.out_scale)
+        bound = self.features_bound() * lipschitz_bound(self.head, self.head.weight.shape[1:], "head")
+        return bound if self.out_scale is None else bound * self.out_scale
 
 
 class ConvResNet(_ConvNet):
     def __init__(self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, hidden_mult: int = 1,
                  activation: str = "relu") -> None:
         shape = _check(in_shape, channels, blocks)
+        check_count(hidden_mult=hidden_mult)
         stages: list[nn.Module] = []
         for c in channels:
             stages.append(nn.Conv2d(shape[0], c, 3, padding=1))
             stages += [ConvResidualBlock(c, c * hidden_mult, activation) for _ in range(blocks)]
             stages.append(nn.AvgPool2d(2))
             shape = (c, shape[1] // 2, shape[2] // 2)
-        super().__init__(stages, math.prod(shape), out_dim)
+        super().__init__(tuple(in_shape), stages, math.prod(shape), out_dim)

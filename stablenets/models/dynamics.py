@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_architecture
+from .base import check_count, check_positive
 
 
 def _mlp(d_in: int, d_out: int, width: int, depth: int) -> nn.Sequential:
@@ -34,7 +34,7 @@ def _mlp(d_in: int, d_out: int, width: int, depth: int) -> nn.Sequential:
 class VectorFieldMLP(nn.Module):
     def __init__(self, in_shape, out_dim: int, width: int = 64, depth: int = 2) -> None:
         super().__init__()
-        check_architecture(depth, width)
+        check_count(depth=depth, width=width)
         self.f = _mlp(math.prod(in_shape), out_dim, width, depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,8 @@ class LyapunovStableField(nn.Module):
                  eps: float = 0.01, equilibrium: list[float] | None = None) -> None:
         super().__init__()
         d = math.prod(in_shape)
-        check_architecture(depth, width, mu=mu, eps=eps)
+        check_count(depth=depth, width=width)
+        check_positive(mu=mu, eps=eps)
         self.f_hat = _mlp(d, out_dim, width, depth)
         self.g = ICNN(d, width, depth)
         self.mu, self.eps = mu, eps
@@ -97,7 +98,8 @@ class ContractingField(nn.Module):
                  equilibrium: list[float] | None = None) -> None:
         super().__init__()
         d = math.prod(in_shape)
-        check_architecture(depth, width, eps=eps)
+        check_count(depth=depth, width=width)
+        check_positive(eps=eps)
         self.d, self.eps = d, eps
         self.net = _mlp(d, 2 * d * d, width, depth)
         self.register_buffer("x_bar", torch.tensor(equilibrium or [0.0] * d, dtype=torch.float32))

@@ -2,8 +2,8 @@
 steps of a Hamiltonian field (eq. 26, ``integrator='euler'``), between a lift and a linear head."""
 from __future__ import annotations
 
-from ..nn.blocks import HamiltonianEulerBlock, SymplecticEulerBlock
-from .base import StackedNet, check_architecture
+from ..nn.hamiltonian import HamiltonianEulerBlock, SymplecticEulerBlock
+from .base import StackedNet, check_count, check_positive
 
 INTEGRATORS = {"symplectic": SymplecticEulerBlock, "euler": HamiltonianEulerBlock}
 
@@ -11,7 +11,8 @@ INTEGRATORS = {"symplectic": SymplecticEulerBlock, "euler": HamiltonianEulerBloc
 class HNN(StackedNet):
     def __init__(self, in_shape, out_dim: int, depth: int = 12, width: int = 4, h: float = 0.5,
                  activation: str = "tanh", integrator: str = "symplectic") -> None:
-        check_architecture(depth, width, h=h)
+        check_count(depth=depth, width=width)
+        check_positive(h=h)
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {sorted(INTEGRATORS)}, got {integrator!r}")
         if width % 2:

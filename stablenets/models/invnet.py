@@ -4,7 +4,7 @@ r"""InvNet (Section 6.1): a Lipschitz-bounded reconstruction network for the 2-D
 
 ``lift`` pads with zeros (2 → ``width``), ``project`` keeps the first coordinates, ``Φ_i`` are
 non-expansive blocks (eq. 18-19) and ``c`` is learnable, initialised to 1 and clamped to ``[−L, L]``:
-the map is ``L``-Lipschitz.
+the map is ``L``-Lipschitz (lift and project have norm 1).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.blocks import NonExpansiveBlock
-from .base import check_architecture
+from ..nn.gradient_flow import NonExpansiveBlock
+from ..nn.power import round_down
+from .base import check_count, check_positive
 
 
 class InvNet(nn.Module):
@@ -23,7 +24,8 @@ class InvNet(nn.Module):
                  T: float = 1.0, activation: str = "relu", margin: float = 0.01) -> None:
         super().__init__()
         in_dim = math.prod(in_shape)
-        check_architecture(depth, width, hidden=hidden, T=T, L=L)
+        check_count(depth=depth, width=width, hidden=hidden)
+        check_positive(T=T, L=L)
         if width < max(in_dim, out_dim):
             raise ValueError(f"width must be >= input and output dimensions ({in_dim}, {out_dim}), got {width}")
         self.in_dim, self.out_dim, self.width, self.L = in_dim, out_dim, width, float(L)
@@ -31,7 +33,9 @@ class InvNet(nn.Module):
         self.c = nn.Parameter(torch.ones(()))
 
     def scale(self) -> torch.Tensor:
-        return self.c.clamp(-self.L, self.L)
+        # the limit rounded down to c's dtype: float32's nearest value to L may lie above L
+        limit = float(round_down(torch.tensor(self.L, dtype=torch.float64), self.c.dtype))
+        return self.c.clamp(-limit, limit)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         z = F.pad(y.flatten(1), (0, self.width - self.in_dim))  # lift: zero padding
@@ -40,4 +44,5 @@ class InvNet(nn.Module):
         return self.scale() * z[:, : self.out_dim]  # project: first coordinates
 
     def lipschitz_bound(self) -> float:
-        return float(self.scale().detach().abs())
+        """``|c| · Π 1`` (every block is 1-Lipschitz in eval mode, by its certified sub-step count)."""
+        return float(self.scale().detach().abs()) * math.prod(float(b.lipschitz_bound()) for b in self.layers)

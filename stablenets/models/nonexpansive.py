@@ -1,37 +1,41 @@
 """Dense non-expansive network: lift, ``depth`` gradient-flow blocks (eq. 18-19), head.
 
-The blocks are 1-Lipschitz; the lift is divided by ``max(1, ‖W‖)`` (``constrain_lift``) and the head is
-free — its exact norm enters ``lipschitz_bound`` — unless ``constrain_head``.  With a prescribed ``L``
-(``lipschitz=bound lipschitz.L=...``) both are constrained and the output is scaled by ``L``: the whole
-net is then ``L``-Lipschitz.
+The blocks are 1-Lipschitz; the lift is capped at norm 1 (``constrain_lift``) and the head is free — its
+exact norm enters :meth:`lipschitz_bound` — unless ``constrain_head``.  With a prescribed ``L``
+(``lipschitz=bound lipschitz.L=...``) lift and head are normalised to norm exactly 1 and the output is
+scaled by ``L``: the whole net is ``L``-Lipschitz and reports exactly ``L``.
 """
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
-from ..nn.blocks import NonExpansiveBlock, NormalizedLinear
-from .base import StackedNet, check_architecture
+from ..nn.bounds import lipschitz_bound
+from ..nn.gradient_flow import NonExpansiveBlock
+from ..nn.spectral import SpectralLinear
+from .base import StackedNet, check_count, check_positive
 
 
 class NonExpansiveNet(StackedNet):
     def __init__(self, in_shape, out_dim: int, depth: int = 4, width: int = 16, hidden: int | None = None,
                  T: float = 1.0, activation: str = "relu", margin: float = 0.01,
                  constrain_lift: bool = True, constrain_head: bool = False, L: float | None = None) -> None:
-        check_architecture(depth, width, hidden=hidden, T=T, L=L)
+        check_count(depth=depth, width=width, hidden=hidden)
+        check_positive(T=T, L=L)
         layers = [NonExpansiveBlock(width, hidden or width, T, activation, margin) for _ in range(depth)]
         super().__init__(in_shape, width, layers, out_dim)
-        self.L = L
-        if (constrain_lift or L is not None) and not isinstance(self.lift, nn.Identity):
-            self.lift = NormalizedLinear(math.prod(in_shape), width)
-        if constrain_head or L is not None:
-            self.head = NormalizedLinear(width, out_dim)
+        self.in_shape, self.L = tuple(in_shape), L
+        exact = L is not None
+        if (constrain_lift or exact) and not isinstance(self.lift, nn.Identity):
+            self.lift = SpectralLinear(math.prod(in_shape), width, max_norm=1.0, exact=exact)
+        if constrain_head or exact:
+            self.head = SpectralLinear(width, out_dim, max_norm=1.0, exact=exact)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
         out = super().forward(x)
         return out if self.L is None else self.L * out
 
     def lipschitz_bound(self) -> float:
-        return super().lipschitz_bound() * (1.0 if self.L is None else self.L)
+        bound = lipschitz_bound([nn.Flatten(), self.lift, *self.layers, self.head], self.in_shape)
+        return bound if self.L is None else bound * self.L

@@ -1,25 +1,17 @@
-"""Layers: power method, gradient-flow (non-expansive) blocks, residual and Hamiltonian blocks."""
+"""Layers, one mechanism per module: power method and certified norms (``power``), tracked spectral layers
+(``spectral``), gradient-flow blocks (``gradient_flow``), residual and Hamiltonian layers (``residual``,
+``hamiltonian``), activations, and certified bounds of composed networks (``bounds``)."""
 from .activations import ACTIVATIONS, get_activation
-from .blocks import (
-    ConvResidualBlock,
-    HamiltonianEulerBlock,
-    MLPLayer,
-    NonExpansiveBlock,
-    NonExpansiveConvBlock,
-    NormalizedConv2d,
-    NormalizedLinear,
-    ResidualBlock,
-    ResidualLayer,
-    SymplecticEulerBlock,
-    substeps_for,
-    symplectic_J,
-)
-from .constrained import SpectrallyTracked
+from .bounds import UnknownLayerError, lipschitz_bound
+from .gradient_flow import GradientFlowBlock, NonExpansiveBlock, NonExpansiveConvBlock, substeps_for
+from .hamiltonian import HamiltonianEulerBlock, SymplecticEulerBlock, symplectic_J
 from .power import conv_norm_bound, conv_ops, dense_norm_bound, dense_ops, power_method
+from .residual import ConvResidualBlock, MLPLayer, ResidualBlock, ResidualLayer
+from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 __all__ = [
-    "ACTIVATIONS", "get_activation", "ConvResidualBlock", "HamiltonianEulerBlock", "MLPLayer",
-    "NonExpansiveBlock", "NonExpansiveConvBlock", "NormalizedConv2d", "NormalizedLinear", "ResidualBlock",
-    "ResidualLayer", "SymplecticEulerBlock", "substeps_for", "symplectic_J", "SpectrallyTracked",
-    "conv_norm_bound", "conv_ops", "dense_norm_bound", "dense_ops", "power_method",
+    "ACTIVATIONS", "get_activation", "UnknownLayerError", "lipschitz_bound", "GradientFlowBlock", "NonExpansiveBlock",
+    "NonExpansiveConvBlock", "substeps_for", "HamiltonianEulerBlock", "SymplecticEulerBlock", "symplectic_J",
+    "conv_norm_bound", "conv_ops", "dense_norm_bound", "dense_ops", "power_method", "ConvResidualBlock", "MLPLayer",
+    "ResidualBlock", "ResidualLayer", "SpectralConv2d", "SpectralLinear", "SpectralOperator",
 ]

@@ -6,7 +6,10 @@ r"""Spectral norms of linear operators: the power method of eq. (31) and certifi
 The power method approaches ``‖A‖₂`` from *below*; it is what training uses (cheap, warm-started).
 Certificates use :func:`dense_norm_bound` (exact SVD) or :func:`conv_norm_bound`, an upper bound of the
 zero-padded convolution's operator norm obtained exactly from the Fourier symbol of a circular
-convolution on a domain large enough that no wrap-around occurs.
+convolution on a domain large enough that no wrap-around occurs.  Both are computed in float64 and
+returned in float64, enlarged by :data:`CERT_SLACK` to cover the float64 rounding of the SVD/FFT, so that
+they are upper bounds of the operator defined by the stored (float32, bf16, ...) weights.  Where a bound
+must be cast to a lower precision, :func:`round_up` rounds it up, never to nearest.
 """
 from __future__ import annotations
 
@@ -16,6 +19,21 @@ import torch
 import torch.nn.functional as F
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+
+#: relative enlargement of float64 SVD / FFT norms: their rounding error is ~1e-15 relative
+CERT_SLACK = 1e-12
+
+
+def power_iteration(op: Operator, op_t: Operator, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of eq. (31) from the unit vector ``u``: ``(σ, u')`` with ``σ = √‖AᵀAu‖``.
+
+    No host synchronisation: a zero ``AᵀAu`` (``u`` in the null space) keeps ``u`` and reports ``σ = 0``.
+    """
+    w = op_t(op(u))
+    w_norm = w.norm()
+    safe = w_norm > 1e-30
+    u = torch.where(safe, w / w_norm.clamp_min(1e-30), u)
+    return w_norm.sqrt(), u
 
 
 @torch.no_grad()
@@ -30,28 +48,33 @@ def power_method(
     """Run eq. (31) from ``u``; return ``(sigma, u, iterations)``.
 
     At least ``n_iters`` iterations; then, while the relative change of the estimate exceeds ``tol``,
-    keep iterating up to ``max_iters`` (so a warm start that has fallen behind catches up).
+    keep iterating up to ``max_iters`` (so a warm start that has fallen behind catches up).  Checking the
+    tolerance reads the estimate on the host: this is for initial and periodic convergence, not for the
+    per-step update (see ``PowerMethodCallback``).
     """
     max_iters = max(n_iters, max_iters or n_iters)
     u = u / u.norm().clamp_min(1e-12)
+    if float(op(u).norm()) == 0.0:  # a start in the null space: restart from noise
+        u = torch.randn_like(u)
+        u = u / u.norm()
     sigma = op(u).norm()
     it = 0
     while it < max_iters:
-        w = op_t(op(u))
-        w_norm = w.norm()
-        if w_norm <= 1e-30:  # A u = 0: restart from noise rather than dividing by zero
-            u = torch.randn_like(u)
-            u = u / u.norm()
-            it += 1
-            continue
-        u = w / w_norm
-        new_sigma = w_norm.sqrt()
+        new_sigma, u = power_iteration(op, op_t, u)
         it += 1
-        change = (new_sigma - sigma).abs() / new_sigma.clamp_min(1e-12)
+        change = float((new_sigma - sigma).abs() / new_sigma.clamp_min(1e-12))
         sigma = new_sigma
         if it >= n_iters and change <= tol:
             break
     return sigma, u, it
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 def dense_ops(weight: torch.Tensor) -> tuple[Operator, Operator]:
@@ -59,45 +82,62 @@ def dense_ops(weight: torch.Tensor) -> tuple[Operator, Operator]:
     return (lambda u: weight @ u), (lambda v: weight.t() @ v)
 
 
-def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride: int = 1, padding: int = 0) -> tuple[Operator, Operator]:
+def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, padding=0) -> tuple[Operator, Operator]:
     """The convolution on inputs of shape ``in_shape`` = (C, H, W) and its exact adjoint."""
+    (s_h, s_w), (p_h, p_w) = _pair(stride), _pair(padding)
     _, h, w = in_shape
     k_h, k_w = weight.shape[-2:]
-    out_h = (h + 2 * padding - k_h) // stride + 1
-    out_w = (w + 2 * padding - k_w) // stride + 1
+    out_h, out_w = conv_output_size(h, k_h, s_h, p_h), conv_output_size(w, k_w, s_w, p_w)
     # conv_transpose2d needs output_padding to land back on (H, W) when stride > 1
-    op_h = h - ((out_h - 1) * stride - 2 * padding + k_h)
-    op_w = w - ((out_w - 1) * stride - 2 * padding + k_w)
+    op_h = h - ((out_h - 1) * s_h - 2 * p_h + k_h)
+    op_w = w - ((out_w - 1) * s_w - 2 * p_w + k_w)
 
     def op(u: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(u, weight, stride=stride, padding=padding)
+        return F.conv2d(u, weight, stride=(s_h, s_w), padding=(p_h, p_w))
 
     def op_t(v: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(v, weight, stride=stride, padding=padding, output_padding=(op_h, op_w))
+        return F.conv_transpose2d(v, weight, stride=(s_h, s_w), padding=(p_h, p_w), output_padding=(op_h, op_w))
 
     return op, op_t
 
 
 @torch.no_grad()
 def dense_norm_bound(weight: torch.Tensor) -> torch.Tensor:
-    """Exact ``‖W‖₂`` by SVD (in float64, so it is an upper bound to rounding)."""
-    return torch.linalg.matrix_norm(weight.detach().double(), 2).to(weight.dtype)
+    """``‖W‖₂`` by SVD in float64 (exact up to :data:`CERT_SLACK`), as a float64 tensor."""
+    return torch.linalg.matrix_norm(weight.detach().double(), 2) * (1 + CERT_SLACK)
 
 
 @torch.no_grad()
-def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride: int = 1, padding: int = 0) -> torch.Tensor:
-    """Certified upper bound of the operator norm of ``conv2d(·, weight, stride, padding)`` on ``in_shape``.
+def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, padding=0) -> torch.Tensor:
+    """Certified upper bound (float64) of the operator norm of ``conv2d(·, weight, stride, padding)`` on ``in_shape``.
 
     The zero-padded convolution equals ``crop ∘ C ∘ embed`` with ``C`` a circular convolution on an
-    ``M × M`` grid, ``M ≥ H + 2·padding`` large enough that no wrap-around occurs, and embed/crop of
+    ``M × M`` grid, ``M ≥ H + 2·padding + k`` large enough that no wrap-around occurs, and embed/crop of
     norm ≤ 1; a strided convolution is a subsampling (norm ≤ 1) of the stride-1 one.  ``‖C‖`` is exactly
     the largest singular value of the kernel's Fourier symbol over all frequencies.
     """
+    (p_h, p_w) = _pair(padding)
     _, h, w = in_shape
     k_h, k_w = weight.shape[-2:]
-    m_h, m_w = h + 2 * padding + k_h, w + 2 * padding + k_w
-    symbol = torch.fft.fft2(weight.detach().double(), s=(m_h, m_w))  # (out, in, M, M)
-    symbol = symbol.permute(2, 3, 0, 1)  # (M, M, out, in)
-    bound = torch.linalg.matrix_norm(symbol, 2).max()
+    symbol = torch.fft.fft2(weight.detach().double(), s=(h + 2 * p_h + k_h, w + 2 * p_w + k_w))  # (out, in, M, M)
+    bound = torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), 2).max()
     del stride  # subsampling only lowers the norm
-    return bound.to(weight.dtype)
+    return bound * (1 + CERT_SLACK)
+
+
+def round_up(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` (float64) cast to ``dtype``, rounded up: the result is never below ``value``."""
+    out = value.to(dtype)
+    if dtype == torch.float64:
+        return out
+    below = out.double() < value
+    return torch.where(below, torch.nextafter(out, torch.full_like(out, float("inf"))), out)
+
+
+def round_down(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` (float64) cast to ``dtype``, rounded down: the result is never above ``value``."""
+    out = value.to(dtype)
+    if dtype == torch.float64:
+        return out
+    above = out.double() > value
+    return torch.where(above, torch.nextafter(out, torch.full_like(out, float("-inf"))), out)

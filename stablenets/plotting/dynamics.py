@@ -11,8 +11,9 @@ def plot_fields_and_rollouts(net, datamodule, pred_long, true_long, path, title:
     r = datamodule.radius * 1.2
     gx, gy = np.meshgrid(np.linspace(-r, r, 25), np.linspace(-r, r, 25))
     pts = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
+    param = next(net.parameters())
     with torch.enable_grad():
-        learned = net(pts).detach().numpy()
+        learned = net(pts.to(param.device)).detach().cpu().numpy()
     true = datamodule.field(pts).numpy()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for ax, field, name in ((axes[0], true, "true field"), (axes[1], learned, "learned field")):

@@ -75,32 +75,64 @@ def chunk_for(device: torch.device, chunk_size: int | str | None) -> int | None:
     return None if chunk_size is None else int(chunk_size)
 
 
+def _certificate_bound(net: torch.nn.Module, convention: str):
+    """What the certificate needs from the net: its bound ``L`` or, for ``pairwise``, the matrix ``K``."""
+    if convention == "pairwise":
+        if not hasattr(net, "pairwise_lipschitz"):
+            raise ValueError(f"certificate=pairwise needs a model with pairwise_lipschitz(); {type(net).__name__} has "
+                             "none (use certificate=sqrt2)")
+        return net.pairwise_lipschitz()
+    return float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
+
+
+def audit_certificates(net, x, y, eps: list[float], certified: torch.Tensor, n_pairs: int, seed: int = 0,
+                       **pgd_kwargs) -> dict[str, int]:
+    """Attack a random sample of ``n_pairs`` certified (ε > 0, image) pairs with PGD; every success is a
+    violation of a certificate (a wrong bound), so the count must be 0."""
+    candidates = (certified & (torch.tensor(eps, device=certified.device) > 0)[:, None]).nonzero()
+    if n_pairs <= 0 or len(candidates) == 0:
+        return {"audited": 0, "violations": 0}
+    g = torch.Generator().manual_seed(seed)
+    pick = candidates[torch.randperm(len(candidates), generator=g)[:n_pairs].to(candidates.device)]
+    audited = torch.zeros_like(certified)
+    audited[pick[:, 0], pick[:, 1]] = True
+    res = pgd_l2(net, x, y, eps, robust=~audited, generator=g, **pgd_kwargs)
+    return {"audited": int(audited.sum()), "violations": int((res.broken & audited).sum())}
+
+
 def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], convention: str = "sqrt2",
                      box: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Evaluate ``net`` (eval mode) on up to ``attack['n_eval']`` test points at every ε of ``attack['eps']``.
+    """Evaluate ``net`` (eval mode, on its own device) on up to ``attack['n_eval']`` test points at every ε.
 
     ``attack['clip']``: ``"auto"`` keeps attacked inputs in the data's ``box`` (pixels: [0, 1]; none for
     vector data), a pair sets the box, ``None`` disables it.  With a finite Lipschitz bound, pairs whose
-    certified radius exceeds ε are not attacked (``skip_certified``): no attack can succeed there."""
+    certified radius exceeds ε are not attacked (``skip_certified``): no attack can succeed there — and a
+    random sample of ``audit`` of them is attacked anyway (:func:`audit_certificates`), so that a wrong
+    bound cannot hide behind the skip."""
     net.eval()
     device = next(net.parameters()).device
     x, y = collect(loader, attack.get("n_eval"), device)
     eps = [float(e) for e in attack["eps"]]
     clip = attack.get("clip", "auto")
     clip = box if clip == "auto" else (tuple(clip) if clip is not None else None)
-    bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
+    bound = _certificate_bound(net, convention)
     chunk = chunk_for(device, attack.get("chunk_size", "auto"))
+    pgd_kwargs = dict(n_iter=attack["n_iter"], step_factor=attack.get("step_factor", 2.5),
+                      step_size=attack.get("step_size"), clip=clip, loss=attack.get("loss", "ce"),
+                      random_start=attack.get("random_start", False), restarts=attack.get("restarts", 1),
+                      early_stop=attack.get("early_stop", True), monotone=attack.get("monotone", True),
+                      chunk_size=chunk)
     t0 = time.perf_counter()
     logits = predict(net, x, chunk)
-    certified = certified_mask(logits, y, bound, eps, convention) if math.isfinite(bound) else None
+    certifies = convention == "pairwise" or math.isfinite(bound)
+    certified = certified_mask(logits, y, bound, eps, convention) if certifies else None
     cert = certified.float().mean(1).tolist() if certified is not None else [None] * len(eps)
     robust = certified if attack.get("skip_certified", True) else None  # ε = 0 rows are never attacked
-    res = pgd_l2(net, x, y, eps, n_iter=attack["n_iter"], step_factor=attack.get("step_factor", 2.5),
-                 step_size=attack.get("step_size"), clip=clip, loss=attack.get("loss", "ce"),
-                 random_start=attack.get("random_start", False), restarts=attack.get("restarts", 1),
-                 early_stop=attack.get("early_stop", True), monotone=attack.get("monotone", True),
-                 robust=robust, chunk_size=chunk)
+    res = pgd_l2(net, x, y, eps, robust=robust, **pgd_kwargs)
     pgd_seconds = time.perf_counter() - t0
+    audit = {"audited": 0, "violations": 0}
+    if certified is not None:
+        audit = audit_certificates(net, x, y, eps, certified, int(attack.get("audit", 100)), **pgd_kwargs)
     aa, aa_seconds = None, None
     if attack.get("autoattack"):
         t0 = time.perf_counter()
@@ -111,6 +143,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     for i, e in enumerate(eps):
         rows.append({"eps": e, "pgd_acc": res.accuracy[i], "autoattack_acc": None if aa is None else aa[i],
                      "certified_acc": cert[i]})
-    return {"curve": rows, "n_eval": len(x), "lipschitz_bound": bound, "certificate": convention,
-            "attack": attack.get("name", "pgd_l2"), "pgd_seconds": pgd_seconds, "pgd_passes": res.forward_passes,
-            "autoattack_seconds": aa_seconds}
+    return {"curve": rows, "n_eval": len(x), "lipschitz_bound": float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf,
+            "certificate": convention, "attack": attack.get("name", "pgd_l2"), "pgd_seconds": pgd_seconds,
+            "pgd_passes": res.forward_passes, "autoattack_seconds": aa_seconds,
+            "certificate_audit": audit}

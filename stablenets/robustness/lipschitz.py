@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from .pgd import device_generator
+
 
 def _ratio(f, x, y) -> torch.Tensor:
     num = (f(x) - f(y)).flatten(1).norm(dim=1)
@@ -19,7 +21,7 @@ def _ratio(f, x, y) -> torch.Tensor:
 
 def jacobian_norm_search(f: Callable, x: torch.Tensor, iters: int = 30) -> torch.Tensor:
     """Per-sample estimate of ``‖∂f(x)‖₂`` by power iteration with jvp/vjp (lower bounds)."""
-    v = torch.randn_like(x)
+    v = torch.randn(x.shape, dtype=x.dtype, device=x.device)
     v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
     sigma = torch.zeros(len(x), device=x.device, dtype=x.dtype)
     for _ in range(iters):
@@ -36,14 +38,15 @@ def empirical_lipschitz(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
                         ascent_steps: int = 100, lr: float = 0.01, scales: tuple[float, ...] = (1e-3, 0.1, 1.0),
                         generator: torch.Generator | None = None) -> float:
     """Largest ratio found for ``f`` around the points ``x`` (shape (N, ...)); see the module docstring."""
-    idx = torch.randint(0, len(x), (n_pairs,), generator=generator)
+    generator = device_generator(generator, x.device)
+    idx = torch.randint(0, len(x), (n_pairs,), generator=generator, device=x.device)
     base = x[idx].detach()
-    best = torch.tensor(0.0, dtype=x.dtype)
+    best = torch.tensor(0.0, dtype=x.dtype, device=x.device)
     starts = []
     with torch.no_grad():
         for s in scales:
-            d = torch.randn(base.shape, generator=generator, dtype=x.dtype) * s
-            a = base + torch.randn(base.shape, generator=generator, dtype=x.dtype) * s
+            d = torch.randn(base.shape, generator=generator, dtype=x.dtype, device=x.device) * s
+            a = base + torch.randn(base.shape, generator=generator, dtype=x.dtype, device=x.device) * s
             r = _ratio(f, a, a + d)
             best = torch.maximum(best, r.max())
             top = r.topk(min(16, len(r))).indices

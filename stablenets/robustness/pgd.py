@@ -45,6 +45,15 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x).argmax(1) == y).float().mean())
 
 
+def device_generator(generator: torch.Generator | None, device: torch.device | str) -> torch.Generator | None:
+    """A generator on ``device`` (random draws must be made where the tensors live), seeded from ``generator``."""
+    device = torch.device(device)
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def _unit(v: torch.Tensor) -> torch.Tensor:
     """Each sample scaled to unit L2 norm (the PGD step direction)."""
     return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.dim() - 1))
@@ -161,7 +170,8 @@ class _Run:
                  early_stop, monotone, generator) -> None:
         self.model, self.x, self.y, self.eps, self.broken, self.best_delta = model, x, y, eps, broken, best_delta
         self.n_iter, self.step_factor, self.step_size, self.clip, self.loss = n_iter, step_factor, step_size, clip, loss
-        self.early_stop, self.monotone, self.generator = early_stop, monotone, generator
+        self.early_stop, self.monotone = early_stop, monotone
+        self.generator = device_generator(generator, x.device)
         self.passes = 0
 
     def attack(self, e_idx: torch.Tensor, n_idx: torch.Tensor, random_start: bool) -> None:

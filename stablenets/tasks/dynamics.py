@@ -16,8 +16,9 @@ class DynamicsTask(Task):
     def _step(self, batch, split: str) -> torch.Tensor:
         x, dx = batch
         loss = F.mse_loss(self.net(x), dx)
-        self.log(f"{split}/{'loss' if split == 'train' else 'mse'}", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=True, batch_size=len(x))
+        train = split == "train"
+        self.log(f"{split}/{'loss' if train else 'mse'}", loss, on_step=train, on_epoch=True, prog_bar=True,
+                 batch_size=len(x), sync_dist=not train)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -35,18 +36,16 @@ class DynamicsTask(Task):
             return odeint(lambda _t, x: self.net(x), x0, t, method="rk4")
 
     # -- after training ---------------------------------------------------------------------------
-    def evaluate(self, datamodule, cfg, out_dir) -> dict:
-        """Held-out trajectory error, long rollouts (bounded? converging to x̄?), Lyapunov-condition rate."""
-        from pathlib import Path
-
-        from ..plotting.dynamics import plot_fields_and_rollouts
-
+    def evaluate(self, datamodule, cfg) -> dict:
+        """Held-out trajectory error, long rollouts (bounded? converging to x̄?), Lyapunov-condition rate;
+        ``rollouts`` holds the long rollouts for the report."""
         self.net.eval()
+        device = next(self.net.parameters()).device
         x0, x_bar = datamodule.test_x0, datamodule.equilibrium
         t, true = datamodule.trajectories(x0)
-        pred = self.rollout(x0, t)
+        pred = self.rollout(x0.to(device), t.to(device)).cpu()
         t_long, true_long = datamodule.trajectories(x0, datamodule.horizon * self.long_horizon_factor)
-        pred_long = self.rollout(x0, t_long)
+        pred_long = self.rollout(x0.to(device), t_long.to(device)).cpu()
         final = (pred_long[-1] - x_bar).norm(dim=-1)
         metrics = {
             "test/trajectory_mse": float((pred - true).pow(2).sum(-1).mean()),
@@ -56,12 +55,10 @@ class DynamicsTask(Task):
         }
         if hasattr(self.net, "V"):
             g = torch.Generator().manual_seed(0)
-            xs = (torch.rand(100_000, 2, generator=g) * 2 - 1) * datamodule.radius * 1.5
+            xs = ((torch.rand(100_000, 2, generator=g) * 2 - 1) * datamodule.radius * 1.5).to(device)
             v, grad = self.net.V_and_grad(xs)
             with torch.enable_grad():
                 field = self.net(xs).detach()
             lhs = (grad * field).sum(-1)
             metrics["test/lyapunov_holds_frac"] = float((lhs <= -self.net.mu * v + 1e-5 * (1 + v.abs())).float().mean())
-        plot_fields_and_rollouts(self.net, datamodule, pred_long, true_long, Path(out_dir) / "dynamics.png",
-                                 title=str(cfg.get("name", "")))
-        return {"metrics": metrics}
+        return {"metrics": metrics, "rollouts": {"pred": pred_long, "true": true_long}}

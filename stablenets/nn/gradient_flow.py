@@ -1,0 +1,107 @@
+r"""Non-expansive blocks: explicit Euler steps of a gradient flow with a convex potential (Section 3.2).
+
+.. math::  \dot x = -\nabla V(x) = -A^\top\sigma(Ax + b), \qquad
+           x \mapsto x - h A^\top \sigma(Ax + b), \qquad h = \frac{T}{n} \le \frac{2}{k\|A\|_2^2}  \quad (18), (19)
+
+``V(x) = 1ᵀγ(Ax + b)`` with ``γ' = σ`` is convex when σ is non-decreasing, and ``∇V`` is ``k‖A‖²``-Lipschitz
+when σ is ``k``-Lipschitz (Exercises 6, 15), so each Euler sub-step with ``h`` as in eq. (19) is
+1-Lipschitz and so is the block.  With ``A`` a convolution, ``Aᵀ`` is its adjoint.  With ``h = 2/‖A‖²`` this
+is the Convex Potential Layer of Meunier et al.
+
+The step-size rule, by mode:
+
+* **training**: ``n`` is the smallest integer with ``T k (1 + margin) σ² / 2 ≤ n``, ``σ`` the power-method
+  estimate; ``n`` is a Python integer refreshed by ``PowerMethodCallback`` after every optimizer step (and
+  when a checkpoint is loaded), so the forward pass never reads a device value;
+* **eval**: the same rule with the *certified* norm and ``eval_margin`` (default 1e-6), a relative safety
+  margin for the rounding of the forward pass's own arithmetic.
+
+``max_norm = c`` (optional) uses ``A·min(1, c/‖A‖)`` in place of ``A`` — still a gradient flow of a convex
+potential, so the guarantee is unchanged — which caps the sub-step count at ``⌈T k c² (1+margin)/2⌉``
+when the optimizer inflates ``‖A‖`` (the cost of an epoch otherwise grows with ``‖A‖²``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .activations import get_activation
+from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator, check_positive
+
+
+def substeps_for(norm: float, T: float, k: float, margin: float = 0.0) -> int:
+    """Smallest ``n ≥ 1`` with ``h = T/n ≤ 2/(k (1+margin) ‖A‖²)`` (eq. 19)."""
+    return max(1, math.ceil(T * k * (1.0 + margin) * float(norm) ** 2 / 2.0))
+
+
+def _refresh_after_load(block: "GradientFlowBlock", _keys) -> None:
+    block.refresh_substeps()  # the loaded estimate sets the training sub-step count
+
+
+class GradientFlowBlock(nn.Module):
+    """``n`` explicit Euler sub-steps of ``ẋ = −Aᵀσ(Ax + b)`` over time ``T`` (see the module docstring)."""
+
+    def __init__(self, op: SpectralOperator, T: float = 1.0, activation: str = "relu", margin: float = 0.01,
+                 eval_margin: float = 1e-6) -> None:
+        super().__init__()
+        check_positive(T=T)
+        for name, value in (("margin", margin), ("eval_margin", eval_margin)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.op = op
+        self.T, self.margin, self.eval_margin = float(T), float(margin), float(eval_margin)
+        self.activation = activation
+        self.act, self.k = get_activation(activation, monotone=True)
+        self.refresh_substeps()
+        self.register_load_state_dict_post_hook(_refresh_after_load)  # a module-level function: picklable
+
+    @property
+    def max_norm(self) -> float | None:
+        return self.op.max_norm
+
+    def refresh_substeps(self, sigma: float | None = None) -> None:
+        """Training sub-step count from the estimate (``sigma``, read from the operator when not given)."""
+        sigma = float(self.op.sigma) if sigma is None else sigma
+        norm = sigma if self.op.max_norm is None else min(sigma, self.op.max_norm)
+        self._n_train = substeps_for(norm, self.T, self.k, self.margin)
+
+    @property
+    def n_steps(self) -> int:
+        if self.training:
+            return self._n_train
+        return substeps_for(self.op.lipschitz_bound(), self.T, self.k, self.eval_margin)
+
+    def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        n = n_steps or self.n_steps
+        h = self.T / n
+        w = self.op.effective_weight()
+        for _ in range(n):
+            x = x - h * self.op.apply_t(self.act(self.op.apply(x, w, self.op.bias)), w)
+        return x
+
+    def lipschitz_bound(self) -> float:
+        """1, by eq. (19) with the certified norm (eval-mode sub-steps)."""
+        return 1.0
+
+
+class NonExpansiveBlock(GradientFlowBlock):
+    """Dense block of snippet 1: ``A ∈ R^{hidden×dim}``."""
+
+    def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu",
+                 margin: float = 0.01, max_norm: float | None = None) -> None:
+        super().__init__(SpectralLinear(dim, hidden or dim, max_norm=max_norm), T, activation, margin)
+
+
+class NonExpansiveConvBlock(GradientFlowBlock):
+    """Convolutional block: ``A`` a stride-1 'same' convolution on ``in_shape``, ``Aᵀ`` its adjoint."""
+
+    def __init__(self, in_shape: tuple[int, int, int], hidden: int | None = None, kernel_size: int = 3,
+                 T: float = 1.0, activation: str = "relu", margin: float = 0.01,
+                 max_norm: float | None = None) -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for a shape-preserving block, got {kernel_size}")
+        op = SpectralConv2d(in_shape, hidden or int(in_shape[0]), kernel_size, max_norm=max_norm)
+        super().__init__(op, T, activation, margin)
+        self.in_shape = op.in_shape

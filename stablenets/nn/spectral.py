@@ -1,0 +1,266 @@
+r"""Linear maps whose spectral norm is tracked by the power method and certified in eval mode.
+
+:class:`SpectralLinear` and :class:`SpectralConv2d` own a weight ``A`` (dense, or a convolution on a
+fixed input shape), a bias, the power method's right singular vector estimate ``u`` (a buffer of known
+shape, created in ``__init__`` so that checkpoints restore it) and the running estimate ``sigma``.
+
+* **Training** uses ``sigma`` (eq. 31, warm-started; ``PowerMethodCallback`` advances it after every
+  optimizer step).  It approaches ``‖A‖₂`` from below and certifies nothing.
+* **Eval mode** uses :meth:`certified_norm`, an upper bound of ``‖A‖₂`` (exact SVD, or the Fourier symbol
+  of the convolution) computed in float64.  It is cached *by content*: the cached value is reused only
+  while the weight holds exactly the values it was computed from (``torch.equal`` on a copy), so no
+  optimizer (fused, foreach, for-loop), ``.data`` write, checkpoint load, device move or dtype change can
+  leave it stale.
+
+``max_norm = c`` constrains the map used in the forward pass:
+
+* cap (default): ``A·min(1, c/‖A‖)`` — Lipschitz ``min(c, ‖A‖)``;
+* ``exact=True``: ``A·c/‖A‖`` — Lipschitz exactly ``c`` (a normalised layer).
+
+In eval mode the scale factor is computed from the certified norm in float64, rounded *down* to the
+weight's dtype, and the certified norm of the scaled weight the forward pass actually applies is checked
+against the reported bound (see :meth:`SpectralOperator._verified`): the eval-mode map with the stored
+weights is never above :meth:`lipschitz_bound`, in exact arithmetic on those weights; the rounding of
+the forward's own arithmetic is what the blocks' ``eval_margin`` covers.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound, dense_ops,
+                    power_iteration, power_method, round_down)
+
+
+def check_positive(**values: float | None) -> None:
+    """Raise ``ValueError`` naming the first value that is set but not a finite number > 0."""
+    for name, value in values.items():
+        if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+class SpectralOperator(nn.Module):
+    """Base class: a linear operator ``A`` with tracked and certified spectral norm (see the module docstring).
+
+    Subclasses set ``weight``, ``bias`` and implement :meth:`apply`, :meth:`apply_t` and :meth:`_certify`.
+    """
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    u: torch.Tensor
+    sigma: torch.Tensor
+
+    def __init__(self, u_shape: tuple[int, ...], max_norm: float | None = None, exact: bool = False,
+                 warm_iters: int = 50) -> None:
+        super().__init__()
+        check_positive(max_norm=max_norm)
+        if exact and max_norm is None:
+            raise ValueError("exact=True normalises to max_norm: set max_norm")
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.exact = bool(exact)
+        self.register_buffer("u", torch.randn(u_shape))
+        self.register_buffer("sigma", torch.ones(()))
+        self._cert: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight copy, its certified norm)
+        self._scale: tuple | None = None  # (that certified norm, verified eval scale, bound)
+        self._warm_iters = warm_iters
+
+    def _start_tracking(self) -> None:
+        # "before training, we run many iterations of the power method" (Section 6)
+        self.update_norm_estimate(n_iters=self._warm_iters)
+
+    # -- the operator ----------------------------------------------------------------------------
+    def apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``A x (+ b)`` with the given weight."""
+        raise NotImplementedError
+
+    def apply_t(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ v`` with the given weight (the exact adjoint of :meth:`apply` without bias)."""
+        raise NotImplementedError
+
+    def _certify(self, weight: torch.Tensor) -> torch.Tensor:
+        """Certified upper bound of ``‖A‖₂`` for ``weight`` (float64)."""
+        raise NotImplementedError
+
+    def operators(self) -> tuple[Operator, Operator]:
+        w = self.weight.detach()
+        return (lambda u: self.apply(u, w)), (lambda v: self.apply_t(v, w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x, self.effective_weight(), self.bias)
+
+    # -- norms -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def certified_norm(self) -> torch.Tensor:
+        """Certified upper bound of ``‖A‖₂`` (float64 scalar), recomputed whenever the weight's values changed."""
+        w = self.weight.detach()
+        if self._cert is not None:
+            ref, value = self._cert
+            if ref.device == w.device and ref.dtype == w.dtype and ref.shape == w.shape and torch.equal(ref, w):
+                return value
+        value = self._certify(w)
+        self._cert = (w.clone(), value)
+        return value
+
+    def scale(self) -> torch.Tensor | None:
+        """The factor applied to the stored weight (``None``: no constraint)."""
+        if self.max_norm is None:
+            return None
+        if self.training:
+            s = self.max_norm / self.sigma.clamp_min(1e-30)
+            return s if self.exact else s.clamp(max=1.0)
+        return self._verified()[0]
+
+    @torch.no_grad()
+    def _verified(self) -> tuple[torch.Tensor | None, float]:
+        """Eval mode: ``(scale, bound)`` such that the certified norm of ``weight * scale`` — the very tensor
+        the forward pass computes — is at most ``bound`` (``c`` when exact, ``min(c, ‖A‖)`` when capped).
+
+        The scale starts at ``c/‖A‖`` rounded down; since the product is rounded entrywise, its certified
+        norm is checked and the scale shrunk until it holds (one check in float32, a few in bf16).  Cached
+        with the certified norm: recomputed whenever the weight's values change."""
+        cert = self.certified_norm()
+        w = self.weight.detach()
+        if self._scale is not None and self._scale[0] is cert:
+            return self._scale[1], self._scale[2]
+        if self.max_norm is None:
+            scale, bound = None, float(cert)
+        else:
+            target = self.max_norm if self.exact else min(self.max_norm, float(cert))
+            s = torch.tensor(self.max_norm, dtype=torch.float64) / cert.cpu().clamp_min(1e-30)
+            if not self.exact:
+                s = s.clamp(max=1.0)
+            scale = round_down(s, w.dtype).to(w.device)
+            shrink = 1 - (1e-3 if w.dtype in (torch.bfloat16, torch.float16) else 2.0 ** -20)
+            while scale > 0 and float(self._certify(w * scale)) > target:
+                scale = round_down(scale.double() * shrink, w.dtype)
+            bound = target
+        self._scale = (cert, scale, bound)
+        return scale, bound
+
+    def effective_weight(self) -> torch.Tensor:
+        s = self.scale()
+        return self.weight if s is None else self.weight * s
+
+    def estimated_norm(self) -> torch.Tensor:
+        """Training estimate of the norm of the map used in the forward pass (``sigma`` after the constraint)."""
+        if self.max_norm is None:
+            return self.sigma
+        return torch.full_like(self.sigma, self.max_norm) if self.exact else self.sigma.clamp(max=self.max_norm)
+
+    def lipschitz_bound(self) -> float:
+        """Certified Lipschitz constant of the eval-mode map: ``‖A‖``, ``min(c, ‖A‖)`` or ``c`` (verified on the
+        weight the forward pass applies, see :meth:`_verified`)."""
+        return self._verified()[1]
+
+    # -- the power method ------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_norm_estimate(self, n_iters: int = 1, tol: float = 0.0, max_iters: int | None = None) -> int:
+        """Warm-started power iterations until converged to ``tol`` (reads the estimate on the host)."""
+        op, op_t = self.operators()
+        sigma, u, its = power_method(op, op_t, self.u, n_iters=n_iters, tol=tol, max_iters=max_iters)
+        self.u.copy_(u)
+        self.sigma.copy_(sigma)
+        return its
+
+    @torch.no_grad()
+    def power_step(self) -> None:
+        """One warm-started iteration of eq. (31), on the device (no host synchronisation)."""
+        sigma, u = power_iteration(*self.operators(), self.u)
+        self.u.copy_(u)
+        self.sigma.copy_(sigma)
+
+    @torch.no_grad()
+    def project_(self) -> torch.Tensor:
+        """Rescale the stored weight to the norm cap where the estimate exceeds it (exact: always to ``c``).
+
+        The forward pass uses ``A·min(1, c/σ)`` (or ``A·c/σ``), so ``A ← A·c/σ`` and ``σ ← c`` leave the
+        layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c``
+        every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.  Returns
+        whether it rescaled, as a device tensor (no host synchronisation).
+        """
+        if self.max_norm is None:
+            return torch.zeros((), dtype=torch.bool, device=self.sigma.device)
+        s = self.max_norm / self.sigma.clamp_min(1e-30)
+        if not self.exact:
+            s = s.clamp(max=1.0)
+        self.weight.mul_(s.to(self.weight.dtype))
+        self.sigma.mul_(s)
+        return s != 1.0
+
+
+class SpectralLinear(SpectralOperator):
+    """A dense layer ``x ↦ A x + b`` with tracked and certified ``‖A‖₂`` (exact SVD)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, max_norm: float | None = None,
+                 exact: bool = False) -> None:
+        super().__init__((in_features,), max_norm, exact)
+        lin = nn.Linear(in_features, out_features, bias=bias)
+        self.weight, self.bias = lin.weight, lin.bias
+        self.in_features, self.out_features = in_features, out_features
+        self._start_tracking()
+
+    def apply(self, x, weight, bias=None):
+        return F.linear(x, weight, bias)
+
+    def apply_t(self, v, weight):
+        return v @ weight
+
+    def operators(self) -> tuple[Operator, Operator]:
+        return dense_ops(self.weight.detach())
+
+    def _certify(self, weight):
+        return dense_norm_bound(weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, max_norm={self.max_norm}, exact={self.exact}"
+
+
+class SpectralConv2d(SpectralOperator):
+    """A convolution on inputs of shape ``in_shape`` = (C, H, W) with tracked and certified operator norm.
+
+    The norm is that of the operator on the actual input shape (padding and stride included), not of the
+    reshaped kernel; the certified bound comes from the kernel's Fourier symbol (:func:`conv_norm_bound`).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None, bias: bool = True, max_norm: float | None = None,
+                 exact: bool = False) -> None:
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) != 3:
+            raise ValueError(f"in_shape must be (C, H, W), got {in_shape}")
+        super().__init__((1, *in_shape), max_norm, exact)
+        self.in_shape = in_shape
+        padding = kernel_size // 2 if padding is None else padding
+        conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding = stride, padding
+        self._start_tracking()
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        k = self.weight.shape[-1]
+        _, h, w = self.in_shape
+        return (self.weight.shape[0], conv_output_size(h, k, self.stride, self.padding),
+                conv_output_size(w, k, self.stride, self.padding))
+
+    def apply(self, x, weight, bias=None):
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+
+    def apply_t(self, v, weight):
+        return self._ops(weight)[1](v)
+
+    def _ops(self, weight) -> tuple[Operator, Operator]:
+        return conv_ops(weight, self.in_shape, self.stride, self.padding)
+
+    def operators(self) -> tuple[Operator, Operator]:
+        return self._ops(self.weight.detach())
+
+    def _certify(self, weight):
+        return conv_norm_bound(weight, self.in_shape, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"in_shape={self.in_shape}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
+                f"stride={self.stride}, padding={self.padding}, max_norm={self.max_norm}, exact={self.exact}")
