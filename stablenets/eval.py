@@ -1,8 +1,10 @@
 """``stablenets-eval <run dir> [overrides]``: re-evaluate a finished run from its saved config and checkpoint.
 
-The evaluation model is rebuilt from the run's own composed config (its ``.hydra/overrides.yaml``) plus the
-new overrides — e.g. ``attack=autoattack_l2`` or ``attack.n_iter=500`` — and the weights (including the
-power-method buffers) come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.
+The evaluation model is rebuilt from the run's own composed config (its ``.hydra/overrides.yaml``, with the
+user config dirs it was composed with, from ``.hydra/hydra.yaml``) plus the new overrides — e.g.
+``attack=autoattack_l2`` or ``attack.n_iter=500`` — and the weights (including the power-method buffers)
+come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.  A ``hydra.searchpath=[...]``
+among the new overrides replaces the recorded user config dirs (e.g. when they have moved).
 """
 from __future__ import annotations
 
@@ -13,15 +15,19 @@ from pathlib import Path
 
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from .errors import ConfigError
-from .train import CONF_DIR, build_objects, report, write_json
+from .search_path import compose_config, recorded_search_path, searchpath_override
+from .train import build_objects, report, write_json
 
 
 def load_run(run_dir: str | Path, overrides: list[str] = ()):
-    """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode."""
+    """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode.
+
+    ``objects`` as :func:`stablenets.train.build_objects` returns them: ``datamodule`` (set up for
+    testing), ``net``, ``task``, ``lipschitz_L``.
+    """
     run_dir = Path(run_dir)
     saved = run_dir / ".hydra" / "overrides.yaml"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -30,8 +36,10 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
     if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
     base = yaml.safe_load(saved.read_text()) or []
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=False)
+    search = recorded_search_path(run_dir)
+    if search and not any(o.lstrip("+~").startswith("hydra.searchpath=") for o in overrides):
+        base.append(searchpath_override(search))
+    cfg = compose_config([*base, *overrides])
     saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     with open_dict(cfg):  # no Hydra runtime here: take the resolved names from the run
         cfg.paths.output_dir = str(run_dir)

@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
+from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 RESULTS = "results.json"
 
 
