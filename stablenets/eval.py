@@ -18,6 +18,7 @@ import yaml
 from omegaconf import open_dict
 
 from .errors import ConfigError
+from .provenance import provenance
 from .search_path import compose_config, recorded_search_path, searchpath_override
 from .train import build_objects, report, write_json
 
@@ -53,22 +54,31 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
     return cfg, objects
 
 
+def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | Path | None = None) -> dict:
+    """Re-evaluate a finished run (:func:`load_run` + the task's evaluation); return what it writes to
+    ``<output_dir>/results.json`` (default ``<run dir>/eval/<time>/``): ``metrics``, the robustness curve
+    when an attack is set, ``overrides`` and the version fields of :mod:`stablenets.provenance`."""
+    cfg, objects = load_run(run_dir, list(overrides))
+    out = Path(output_dir) if output_dir else Path(run_dir) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    extra = objects["task"].evaluate(objects["datamodule"], cfg, out)
+    results = {"metrics": extra.pop("metrics", {}), **extra, "overrides": list(overrides), **provenance()}
+    write_json(out / "results.json", results)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stablenets-eval", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. attack=autoattack_l2 attack.n_iter=200")
     args = parser.parse_args(argv)
+    out = Path(args.run_dir) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
     try:
-        cfg, objects = load_run(args.run_dir, args.overrides)
+        results = evaluate(args.run_dir, args.overrides, out)
     except ConfigError as e:
         print(f"stablenets-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(args.run_dir) / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    out.mkdir(parents=True, exist_ok=True)
-    extra = objects["task"].evaluate(objects["datamodule"], cfg, out)
-    metrics = extra.pop("metrics", {})
-    write_json(out / "results.json", {"metrics": metrics, **extra, "overrides": args.overrides})
-    report(metrics, out)
+    report(results["metrics"], out)
 
 
 if __name__ == "__main__":

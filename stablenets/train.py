@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
+from .provenance import provenance
 from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
 RESULTS = "results.json"
@@ -136,7 +137,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             _log_tables(lg, extra)
         results = {"metrics": metrics, **extra, "name": cfg.get("name"), "group": cfg.get("group"),
                    "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
-                   "resumed_from": str(ckpt) if ckpt else None}
+                   "resumed_from": str(ckpt) if ckpt else None, **provenance()}
         write_json(results_path, results)
     except BaseException:
         (out / "error.txt").write_text(traceback.format_exc())
