@@ -1,9 +1,10 @@
 """``stablenets-collect <sweep dir>``: every run of a sweep in one pandas table, plus overlay plots.
 
 Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
-``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``) and
-metrics — and, when it has a robustness curve, one row per ε of ``curves.csv``.  Failed and unfinished
-runs are listed, never dropped.
+``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``), what
+produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.provenance`; empty for
+runs written before they were recorded) and metrics — and, when it has a robustness curve, one row per ε
+of ``curves.csv``.  Failed and unfinished runs are listed, never dropped.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 import yaml
 
 STATUS = ("finished", "failed", "unfinished")
+PROVENANCE = ("version", "git_commit", "git_dirty")  # results.json fields, as written by stablenets.provenance
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -40,6 +42,7 @@ def collect(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if (d / "results.json").exists():
             res = json.loads((d / "results.json").read_text())
             row["status"] = "finished"
+            row.update({k: res.get(k) for k in PROVENANCE})
             row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
             for point in (res.get("robustness") or {}).get("curve", []):
                 curves.append({"run_dir": row["run_dir"], **overrides, **point,
@@ -56,7 +59,7 @@ def collect(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
     """Override columns whose value differs between runs."""
-    skip = {"run_dir", "status", "error"}
+    skip = {"run_dir", "status", "error", *PROVENANCE}
     keys = [c for c in runs.columns if "/" not in c and c not in skip]
     return [k for k in keys if runs[k].nunique(dropna=False) > 1]
 
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     counts = runs.status.value_counts().reindex(STATUS, fill_value=0)
     print(f"stablenets-collect: {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
           f"{len(curves)} curve rows -> {out / 'runs.csv'}, {out / 'curves.csv'}")
+    code = runs.loc[runs.status == "finished", list(PROVENANCE)].drop_duplicates() if "version" in runs else []
+    if len(code) > 1:
+        print(f"  note: the finished runs come from {len(code)} code versions (columns {', '.join(PROVENANCE)})")
     for _, r in runs[runs.status != "finished"].iterrows():
         print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status == 'failed' else ''}")
     for p in plots:

@@ -1,8 +1,10 @@
 """``stablenets-eval <run dir> [overrides]``: re-evaluate a finished run from its saved config and checkpoint.
 
-The evaluation model is rebuilt from the run's own composed config (its ``.hydra/overrides.yaml``) plus the
-new overrides — e.g. ``attack=autoattack_l2`` or ``attack.n_iter=500`` — and the weights (including the
-power-method buffers) come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.
+The evaluation model is rebuilt from the run's own composed config (its ``.hydra/overrides.yaml``, with the
+user config dirs it was composed with, from ``.hydra/hydra.yaml``) plus the new overrides — e.g.
+``attack=autoattack_l2`` or ``attack.n_iter=500`` — and the weights (including the power-method buffers)
+come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.  A ``hydra.searchpath=[...]``
+among the new overrides replaces the recorded user config dirs (e.g. when they have moved).
 """
 from __future__ import annotations
 
@@ -13,16 +15,21 @@ from pathlib import Path
 
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from .errors import ConfigError
+from .provenance import provenance
 from .reporting import results_part, write_report
-from .train import CONF_DIR, build_objects, report, write_json
+from .search_path import compose_config, recorded_search_path, searchpath_override
+from .train import build_objects, report, write_json
 
 
 def load_run(run_dir: str | Path, overrides: list[str] = ()):
-    """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode."""
+    """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode.
+
+    ``objects`` as :func:`stablenets.train.build_objects` returns them: ``datamodule`` (set up for
+    testing), ``net``, ``task``, ``lipschitz_L``.
+    """
     run_dir = Path(run_dir)
     saved = run_dir / ".hydra" / "overrides.yaml"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -31,8 +38,10 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
     if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
     base = yaml.safe_load(saved.read_text()) or []
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*base, *overrides], return_hydra_config=False)
+    search = recorded_search_path(run_dir)
+    if search and not any(o.lstrip("+~").startswith("hydra.searchpath=") for o in overrides):
+        base.append(searchpath_override(search))
+    cfg = compose_config([*base, *overrides])
     saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     with open_dict(cfg):  # no Hydra runtime here: take the resolved names from the run
         cfg.paths.output_dir = str(run_dir)
@@ -71,24 +80,36 @@ def new_eval_dir(run_dir: Path) -> Path:
             continue
 
 
+def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | Path | None = None) -> dict:
+    """Re-evaluate a finished run (:func:`load_run` + the task's evaluation) on ``trainer.accelerator`` (an
+    override; ``auto`` by default); write its tables, figures and ``results.json`` to ``output_dir`` (default
+    a new ``<run dir>/eval/<time>/``) and return the results: ``metrics``, the robustness curve when an
+    attack is set, ``overrides``, the device and the version fields of :mod:`stablenets.provenance`."""
+    overrides = list(overrides)
+    device = eval_device(overrides)
+    cfg, objects = load_run(run_dir, overrides)
+    out = Path(output_dir) if output_dir else new_eval_dir(Path(run_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    task, dm = objects["task"].to(device), objects["datamodule"]
+    evaluation = task.evaluate(dm, cfg)
+    write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
+    results = {**results_part(evaluation), "overrides": overrides, "device": str(device), **provenance()}
+    write_json(out / "results.json", results)
+    return {**results, "output_dir": str(out), "evaluation": evaluation}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stablenets-eval", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. attack=autoattack_l2 attack.n_iter=200")
     args = parser.parse_args(argv)
     try:
-        device = eval_device(args.overrides)
-        cfg, objects = load_run(args.run_dir, args.overrides)
+        results = evaluate(args.run_dir, args.overrides)
     except ConfigError as e:
         print(f"stablenets-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
-    out = new_eval_dir(Path(args.run_dir))
-    task, dm = objects["task"].to(device), objects["datamodule"]
-    evaluation = task.evaluate(dm, cfg)
-    write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
-    write_json(out / "results.json", {**results_part(evaluation), "overrides": args.overrides, "device": str(device)})
-    report(evaluation["metrics"], out, evaluation)
-    violations = int(evaluation["metrics"].get("test/certificate_violations", 0))
+    report(results["metrics"], Path(results["output_dir"]), results["evaluation"])
+    violations = int(results["metrics"].get("test/certificate_violations", 0))
     if violations:
         print(f"stablenets-eval: error: the certificate audit broke {violations} certified pairs: a bound is wrong",
               file=sys.stderr)

@@ -25,9 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
+from .provenance import provenance
 from .reporting import results_part, summary, write_report
+from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 RESULTS = "results.json"
 
 
@@ -158,7 +159,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             _log_tables(lg, extra)
         results = {"metrics": metrics, **extra, "name": cfg.get("name"), "group": cfg.get("group"),
                    "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
-                   "resumed_from": str(ckpt) if ckpt else None}
+                   "resumed_from": str(ckpt) if ckpt else None, **provenance()}
         write_json(results_path, results)
         violations = int(metrics.get("test/certificate_violations", 0))
         if violations:
