@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stablenets.collect import collect, launch_sweep  # noqa: E402
+from stablenets.collect import read_sweep
+from stablenets.sweeps import launch_sweep  # noqa: E402
 from stablenets.eval import load_run  # noqa: E402
 from stablenets.robustness import pgd_l2  # noqa: E402
 
@@ -57,9 +58,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     # attack=pgd_l2 up front: the sweep's base config must know the attack keys that overrides may set
-    sweep = launch_sweep([f"experiment={','.join(MODELS)}", "attack=pgd_l2", "hydra/launcher=local", "num_threads=1",
-                          *args.overrides], args.group)
-    runs, curves = collect(sweep)
+    sweep = launch_sweep([f"experiment={','.join(MODELS)}", "attack=pgd_l2", "hydra/launcher=local", "num_threads=1"],
+                         args.overrides, args.group)
+    runs, curves = read_sweep(sweep)
     if runs.empty:
         sys.exit(1)
     print(runs[["experiment", "status", "test/acc", "train/seconds", "test/pgd_seconds", "test/lipschitz_bound"]

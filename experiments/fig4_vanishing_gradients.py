@@ -22,7 +22,8 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stablenets.collect import collect, launch_sweep  # noqa: E402
+from stablenets.collect import read_sweep
+from stablenets.sweeps import launch_sweep  # noqa: E402
 
 PRESETS = ["fig4_hnn12", "fig4_resnet12", "fig4_mlp12", "fig4_mlp2"]
 
@@ -32,8 +33,8 @@ def main() -> None:
     parser.add_argument("--group", default="fig4")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. seed=1")
     args = parser.parse_args()
-    sweep = launch_sweep([f"experiment={','.join(PRESETS)}", "hydra/launcher=local", *args.overrides], args.group)
-    runs, _ = collect(sweep)
+    sweep = launch_sweep([f"experiment={','.join(PRESETS)}", "hydra/launcher=local"], args.overrides, args.group)
+    runs, _ = read_sweep(sweep)
     runs["preset"] = runs["experiment"]
     table = runs[["preset", "status", "test/acc", "train/seconds"]].set_index("preset").reindex(PRESETS)
     table.to_csv(sweep / "fig4_table.csv")

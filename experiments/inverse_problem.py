@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 from stablenets.baselines import grid_search, lipschitz_of_tau, reconstruct, tau_for_lipschitz
-from stablenets.collect import collect, launch_sweep
+from stablenets.collect import read_sweep
+from stablenets.sweeps import launch_sweep
 from stablenets.plotting import plot_curves, plot_point_sets
 
 SCALES = {"L*/3": 1 / 3, "L*": 1.0, "3L*": 3.0}
@@ -45,8 +46,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     scales = ",".join(f"{s:.10g}" for s in SCALES.values())
-    sweep = launch_sweep(["experiment=inverse_invnet", f"lipschitz.scale={scales}", "hydra/launcher=local",
-                          *args.overrides], args.group)
+    sweep = launch_sweep(["experiment=inverse_invnet", f"lipschitz.scale={scales}", "hydra/launcher=local"],
+                         args.overrides, args.group)
 
     # --- Tikhonov on the same data (the data module is seeded: same sets as the runs) ---
     dm = data_module(args.overrides)
@@ -77,7 +78,7 @@ def main() -> None:
     plot_point_sets(panels, sweep / "fig9_tikhonov.png", "Figure 9: Tikhonov reconstructions")
 
     # --- InvNets from the sweep ---
-    runs, _ = collect(sweep)
+    runs, _ = read_sweep(sweep)
     runs["scale"] = pd.to_numeric(runs["lipschitz.scale"])
     panels, losses = {}, {}
     for label, s in SCALES.items():

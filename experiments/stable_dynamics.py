@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stablenets.collect import collect, launch_sweep
+from stablenets.collect import read_sweep
+from stablenets.sweeps import launch_sweep
 
 PRESETS = ["dynamics_vector_field_mlp", "dynamics_lyapunov", "dynamics_contracting"]
 COLS = ["test/trajectory_mse", "test/long_converged_frac", "test/long_final_dist_max", "test/lyapunov_holds_frac",
@@ -26,9 +27,9 @@ def main() -> None:
     ap.add_argument("--group", default="dynamics")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    sweep = launch_sweep([f"experiment={','.join(PRESETS)}", "seed=0,1,2", "hydra/launcher=local", *args.overrides],
+    sweep = launch_sweep([f"experiment={','.join(PRESETS)}", "seed=0,1,2", "hydra/launcher=local"], args.overrides,
                          args.group)
-    runs, _ = collect(sweep)
+    runs, _ = read_sweep(sweep)
     cols = [c for c in COLS if c in runs]
     table = runs.groupby("experiment")[cols].agg(["mean", "min", "max"]).reindex(PRESETS)
     table.to_csv(sweep / "dynamics_table.csv")

@@ -32,7 +32,7 @@ from stablenets.callbacks import PowerMethodCallback
 from stablenets.config import build
 from stablenets.eval import load_run
 from stablenets.robustness import pgd_l2_plain, robustness_curve
-from stablenets.robustness.curve import chunk_for, collect
+from stablenets.robustness.curve import chunk_for, take
 from stablenets.train import CONF_DIR, build_objects
 
 PRESETS = {"nonexpansive": "fmnist_nonexpansive", "resnet": "fmnist_resnet"}
@@ -111,7 +111,7 @@ def main() -> None:
         attack = OmegaConf.to_container(cfg.attack, resolve=True)
         attack.update({k: v for k, v in (("n_iter", args.n_iter), ("n_eval", args.n_eval)) if v})
         loader = objects["datamodule"].test_dataloader()
-        x, y = collect(loader, attack["n_eval"], "cpu")
+        x, y = take(loader, attack["n_eval"], "cpu")
         t0 = time.perf_counter()
         curve = robustness_curve(net, loader, attack, box=(0.0, 1.0))
         t_fast = time.perf_counter() - t0

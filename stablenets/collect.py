@@ -32,7 +32,7 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
                   if "eval" not in p.parent.parent.relative_to(sweep_dir).parts)
 
 
-def collect(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(runs, curves)`` for every job dir under ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     runs, curves = [], []
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep = Path(args.sweep_dir)
     if not sweep.is_dir():
         parser.error(f"{sweep} is not a directory")
-    runs, curves = collect(sweep)
+    runs, curves = read_sweep(sweep)
     if runs.empty:
         parser.error(f"no runs under {sweep} (looked for */.hydra/overrides.yaml)")
     out = Path(args.out or sweep)
@@ -126,20 +126,3 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-
-def launch_sweep(overrides: list[str], group: str, root: str | Path = "outputs/sweeps") -> Path:
-    """Run ``stablenets-train -m <overrides> group=<group>`` and return its sweep dir.
-
-    A sweep relaunched with the same group skips its finished runs and resumes unfinished ones; the
-    return code is not fatal (failed jobs are listed by :func:`collect`).
-    """
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "stablenets.train", "-m", *overrides, f"group={group}",
-           f"hydra.sweep.dir={Path(root) / group}"]
-    print("$", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd)
-    if proc.returncode:
-        print(f"stablenets: the sweep exited with {proc.returncode}; see the failed runs below", flush=True)
-    return Path(root) / group

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .distributed import local_ddp, replica_max_diff
 from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
 from .errors import ConfigError
 from .provenance import provenance
@@ -132,16 +133,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         dm, task = objects["datamodule"], objects["task"]
         loggers = _loggers(cfg, out)
-        trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
-        ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
-        if ckpt and rank_zero:
-            print(f"stablenets: resuming {out} from {ckpt}")
-        t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
-        train_seconds = time.perf_counter() - t0
-        metrics = _scalars(trainer.callback_metrics)
-        if cfg.get("test", True):
-            metrics.update(_scalars(trainer.test(task, datamodule=dm, verbose=False)[0]))
+        with local_ddp(cfg, out):  # the extra ranks of a local DDP run, if any
+            trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
+            ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
+            if ckpt and rank_zero:
+                print(f"stablenets: resuming {out} from {ckpt}")
+            t0 = time.perf_counter()
+            trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+            train_seconds = time.perf_counter() - t0
+            metrics = _scalars(trainer.callback_metrics)
+            if trainer.world_size > 1:  # weights and power-method state must be identical on every rank
+                metrics["ddp/replica_max_diff"] = replica_max_diff(task)
+            if cfg.get("test", True):
+                metrics.update(_scalars(trainer.test(task, datamodule=dm, verbose=False)[0]))
         metrics["train/seconds"] = train_seconds
         objects.update(trainer=trainer)
         if not trainer.is_global_zero:

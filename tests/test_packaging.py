@@ -15,7 +15,7 @@ from hydra.errors import ConfigCompositionException
 
 import stablenets
 from stablenets.api import compose, evaluate, load_model, train
-from stablenets.collect import collect
+from stablenets.collect import read_sweep
 from stablenets.search_path import ENV_VAR, recorded_search_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_user_config_dir_composes_trains_and_reloads(user_project, tmp_path, mon
     assert isinstance(objects["net"], my_nets.TinyNet) and 0 <= metrics["test/acc"] <= 1
     assert recorded_search_path(tmp_path / "api_run") == [f"file://{user_project / 'my_conf'}"]
 
-    runs, _ = collect(user_project / "runs")
+    runs, _ = read_sweep(user_project / "runs")
     assert runs.loc[0, "status"] == "finished" and runs.loc[0, "version"] == stablenets.__version__
     assert {"git_commit", "git_dirty"} <= set(runs.columns)
 
@@ -159,4 +159,4 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
     run = tmp_path / "outputs" / "runs" / "api_demo"
     assert (run / "results.json").exists() and list(run.glob("eval/*/results.json"))
     assert "NonExpansiveNet" in capsys.readouterr().out
-    assert collect(run.parent)[0].run_dir.tolist() == ["api_demo"]  # laid out like a CLI run
+    assert read_sweep(run.parent)[0].run_dir.tolist() == ["api_demo"]  # laid out like a CLI run

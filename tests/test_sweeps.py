@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stablenets.collect import collect
+from stablenets.collect import read_sweep
 
 EPS = [0.0, 0.1, 0.3]
 TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
@@ -35,7 +35,7 @@ def test_two_by_two_sweep(tmp_path, launcher):
     proc = cli(tmp_path, "-m", *TINY, "model.T=0.5,2.0", "seed=0,1", f"hydra/launcher={launcher}",
                f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs, curves = collect(sweep)
+    runs, curves = read_sweep(sweep)
     assert len(runs) == 4 and (runs.status == "finished").all()
     assert sorted(zip(runs["model.T"], runs["seed"])) == [("0.5", "0"), ("0.5", "1"), ("2.0", "0"), ("2.0", "1")]
     assert curves.groupby("eps").size().to_dict() == {e: 4 for e in EPS}
@@ -87,7 +87,7 @@ def test_failing_job_leaves_the_others_and_is_listed(tmp_path):
     sweep = tmp_path / "sweep"
     proc = cli(tmp_path, "-m", *TINY, "model.depth=1,0,2", f"hydra.sweep.dir={sweep}")
     assert proc.returncode != 0
-    runs, curves = collect(sweep)
+    runs, curves = read_sweep(sweep)
     status = dict(zip(runs["model.depth"], runs.status))
     assert status == {"1": "finished", "0": "failed", "2": "finished"}
     assert "depth must be an integer >= 1" in runs.set_index("model.depth").loc["0", "error"]

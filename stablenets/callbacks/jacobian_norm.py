@@ -57,7 +57,7 @@ class JacobianNormCallback(L.Callback):
                                on_step=True, on_epoch=False)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.history or self.output_dir is None:
+        if not self.history or self.output_dir is None or not trainer.is_global_zero:
             return
         import pandas as pd
 

@@ -1,8 +1,8 @@
 """LightningDataModules; each exposes ``in_shape`` and ``out_dim`` for the model."""
-from .base import EpochSeededSampler, TensorDataModule
+from .base import TensorBatches, TensorDataModule, epoch_order
 from .dynamics import DynamicsDataModule
 from .images import ImageDataModule
 from .inverse import InverseProblemDataModule
 from .swiss_roll import SwissRollDataModule
 
-__all__ = ["DynamicsDataModule", "EpochSeededSampler", "TensorDataModule", "ImageDataModule", "InverseProblemDataModule", "SwissRollDataModule"]
+__all__ = ["DynamicsDataModule", "TensorBatches", "TensorDataModule", "epoch_order", "ImageDataModule", "InverseProblemDataModule", "SwissRollDataModule"]

@@ -1,46 +1,79 @@
-"""A LightningDataModule over in-memory tensors, with an epoch-seeded shuffle.
+"""A LightningDataModule over in-memory tensors, batched by index where the model lives.
 
-The shuffle order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed from ``last.ckpt``
-sees the same batches as an uninterrupted one.
+Every split is held as tensors; :class:`TensorBatches` yields its batches by indexing them directly —
+no per-sample ``__getitem__`` and collation — on the device the trainer runs on (the split is copied
+there once).  The shuffle order of epoch ``e`` is ``randperm(n)`` from a CPU generator seeded with
+``(seed, e)``, so a run resumed from ``last.ckpt`` sees the same batches as an uninterrupted one, on any
+device.  Under DDP each rank takes every ``world``-th index of the order (training: cut to equal lengths,
+so that every rank takes the same number of steps; evaluation: all of them, the metrics are reduced as
+sums).
 """
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 
-class EpochSeededSampler(Sampler[int]):
-    """Random permutation per epoch from ``seed + epoch`` (Lightning calls :meth:`set_epoch`)."""
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of epoch ``epoch``: a permutation that depends only on ``(seed, epoch)``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+
+class TensorBatches:
+    """Batches of an in-memory split, indexed on ``device()`` (see the module docstring)."""
+
+    def __init__(self, dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0,
+                 epoch: Callable[[], int] = lambda: 0, device: Callable[[], torch.device] = lambda: torch.device("cpu")) -> None:
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self._epoch, self._device = epoch, device
+        self._on: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.dataset)
+        order = epoch_order(n, self.seed, self._epoch()) if self.shuffle else torch.arange(n)
+        rank, world = _rank_world()
+        shard = order[rank::world]
+        return shard[: n // world] if self.shuffle and world > 1 else shard
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        device = torch.device(self._device())
+        if device not in self._on:
+            self._on = {device: tuple(t.to(device) for t in self.dataset.tensors)}  # one copy, where it is used
+        return self._on[device]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        tensors = self._tensors()
+        idx = self._indices().to(tensors[0].device)
+        for i in range(0, len(idx), self.batch_size):
+            take = idx[i:i + self.batch_size]
+            yield tuple(t[take] for t in tensors)
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(len(self._indices()) / self.batch_size)
 
 
 class TensorDataModule(L.LightningDataModule):
-    """Subclasses fill ``self.train_set``, ``self.val_set``, ``self.test_set`` in :meth:`build` and set
-    ``in_shape`` / ``out_dim`` (what a model needs to know about the data)."""
+    """Subclasses fill ``self.train_set``, ``self.val_set``, ``self.test_set`` (``TensorDataset``) in
+    :meth:`build` and set ``in_shape`` / ``out_dim`` (what a model needs to know about the data)."""
 
     in_shape: tuple[int, ...]
     out_dim: int
 
-    def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.batch_size, self.seed = batch_size, seed
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -53,19 +86,24 @@ class TensorDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.build()
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        sampler = EpochSeededSampler(len(ds), self.seed) if train else None
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+    def _batches(self, ds: TensorDataset, train: bool) -> TensorBatches:
+        return TensorBatches(ds, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
+                             epoch=self._epoch, device=self._device)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches(self.train_set, True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches(self.val_set, False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches(self.test_set, False)
 
     @staticmethod
     def tensors(*arrays: torch.Tensor) -> TensorDataset:

@@ -11,7 +11,7 @@ from .certify import certified_mask
 from .pgd import accuracy, pgd_l2, predict
 
 
-def collect(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+def take(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys, total = [], [], 0
     for x, y in loader:
         xs.append(x)
@@ -111,7 +111,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     bound cannot hide behind the skip."""
     net.eval()
     device = next(net.parameters()).device
-    x, y = collect(loader, attack.get("n_eval"), device)
+    x, y = take(loader, attack.get("n_eval"), device)
     eps = [float(e) for e in attack["eps"]]
     clip = attack.get("clip", "auto")
     clip = box if clip == "auto" else (tuple(clip) if clip is not None else None)

@@ -51,12 +51,9 @@ class ClassificationTask(Task):
         logits = self.net(x)
         loss = self.loss(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
-        train = split == "train"
-        # epoch metrics of val/test are reduced over DDP ranks; training logs stay per rank (no per-step collective)
-        self.log(f"{split}/loss", loss, on_step=train, on_epoch=True, prog_bar=not train, batch_size=len(y),
-                 sync_dist=not train)
-        self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=not train, batch_size=len(y),
-                 sync_dist=not train)
+        self.log_metric(split, "loss", loss, len(y))
+        if split != "train":
+            self.log_metric(split, "acc", acc, len(y))
         return loss
 
     def evaluate(self, datamodule, cfg) -> dict:

@@ -16,9 +16,7 @@ class DynamicsTask(Task):
     def _step(self, batch, split: str) -> torch.Tensor:
         x, dx = batch
         loss = F.mse_loss(self.net(x), dx)
-        train = split == "train"
-        self.log(f"{split}/{'loss' if train else 'mse'}", loss, on_step=train, on_epoch=True, prog_bar=True,
-                 batch_size=len(x), sync_dist=not train)
+        self.log_metric(split, "loss" if split == "train" else "mse", loss, len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -20,9 +20,7 @@ class InverseProblemTask(Task):
     def _step(self, batch, split: str) -> torch.Tensor:
         y, x = batch
         loss = sample_mse(self.net(y), x)
-        train = split == "train"
-        self.log(f"{split}/{'loss' if train else 'mse'}", loss, on_step=train, on_epoch=True, prog_bar=True,
-                 batch_size=len(y), sync_dist=not train)
+        self.log_metric(split, "loss" if split == "train" else "mse", loss, len(y))
         return loss
 
     def evaluate(self, datamodule, cfg) -> dict:

@@ -1,0 +1,50 @@
+"""Launching a study's multirun from a recipe in ``experiments/``: the recipe's overrides, the user's on top.
+
+A recipe fixes what defines its study (presets, the swept values) and some defaults (launcher, threads);
+the user's overrides replace any of those by key.  Overrides that change the study itself (not merely
+where or how it runs) also name it: ``experiments/inverse_problem.py data.n_train=20`` writes to
+``outputs/sweeps/inverse__data.n_train=20``, never into the default study's dir.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+#: keys that say where or how a study runs, not what it is (they do not rename the study)
+ENVIRONMENT_KEYS = ("hydra/launcher", "trainer", "trainer.accelerator", "trainer.devices", "trainer.precision",
+                    "num_threads", "data.data_dir", "data.download", "logger", "resume")
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def merge_overrides(recipe: list[str], user: list[str]) -> list[str]:
+    """The recipe's overrides with those the user gives again (same key) replaced by the user's."""
+    given = {_key(o) for o in user}
+    return [o for o in recipe if _key(o) not in given] + list(user)
+
+
+def study_group(group: str, user: list[str]) -> str:
+    """``group``, suffixed with the user's overrides that change the study (sorted, so order does not matter)."""
+    changes = sorted(o.lstrip("+~") for o in user
+                     if not _key(o).startswith(("hydra.", "hydra/")) and _key(o) not in ENVIRONMENT_KEYS)
+    return group if not changes else f"{group}__{','.join(changes)}".replace("/", "_")
+
+
+def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Path = "outputs/sweeps") -> Path:
+    """Run ``stablenets-train -m <recipe + user overrides> group=<study group>``; return its sweep dir.
+
+    A sweep relaunched with the same overrides skips its finished runs and resumes unfinished ones; the
+    return code is not fatal (failed jobs are listed by :func:`stablenets.collect.read_sweep`).
+    """
+    group = study_group(group, user)
+    sweep = Path(root) / group
+    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={group}",
+           f"hydra.sweep.dir={sweep}"]
+    print("$", " ".join(cmd[2:]), flush=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode:
+        print(f"stablenets: the sweep exited with {proc.returncode}; see the failed runs below", flush=True)
+    return sweep
