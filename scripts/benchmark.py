@@ -29,13 +29,29 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from stablenets.callbacks import PowerMethodCallback
-from stablenets.config import build
+from stablenets.nn import GradientFlowBlock
 from stablenets.eval import load_run
 from stablenets.robustness import pgd_l2_plain, robustness_curve
 from stablenets.robustness.curve import chunk_for, take
 from stablenets.train import CONF_DIR, build_objects
 
 PRESETS = {"nonexpansive": "fmnist_nonexpansive", "resnet": "fmnist_resnet"}
+
+
+class TimedPowerMethod(PowerMethodCallback):
+    """The runner's callback, timed: seconds spent in its per-step update, updates, and the sub-step count of
+    every gradient-flow block after each update."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seconds, self.updates, self.substeps = 0.0, 0, []
+
+    def update(self, module) -> None:
+        t0 = time.perf_counter()
+        super().update(module)
+        self.seconds += time.perf_counter() - t0
+        self.updates += 1
+        self.substeps += [b.n_steps for b in module.modules() if isinstance(b, GradientFlowBlock)]
 
 
 class EpochTimer(L.Callback):
@@ -49,20 +65,19 @@ class EpochTimer(L.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def train(preset: str, overrides: list[str]):
+def train(preset: str, overrides: list[str], accelerator: str = "cpu"):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", *overrides], return_hydra_config=False)
     with open_dict(cfg):  # no Hydra runtime here: the run-dir keys need a value, nothing is written there
         cfg.paths.output_dir = tempfile.gettempdir()
         cfg.group = cfg.name = preset
     objects = build_objects(cfg)
-    power_cfg = cfg.callbacks.get("power_method")
-    timer = EpochTimer()
-    power = build("callbacks.power_method", power_cfg, record_substeps=True) if power_cfg else PowerMethodCallback()
+    power_cfg = {k: v for k, v in cfg.callbacks.power_method.items() if k != "_target_"}
+    timer, power = EpochTimer(), TimedPowerMethod(**power_cfg)
     L.seed_everything(cfg.seed, verbose=False)
     trainer = L.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
+                        accelerator=accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(objects["task"], datamodule=objects["datamodule"])
     return cfg, objects, timer, power
 
@@ -76,10 +91,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and attack")
     args = ap.parse_args()
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and device.type != "cuda":
+        ap.error("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}")
+    print(f"device {device}, torch threads {torch.get_num_threads()}")
 
     models = {}
     if args.runs:
@@ -92,7 +111,7 @@ def main() -> None:
         data = [f"data.n_train={args.n_train}", f"data.n_test={args.n_eval}", f"trainer.max_epochs={args.epochs}",
                 f"data.download={args.download}", "attack=pgd_l2"]
         for name, preset in PRESETS.items():
-            cfg, objects, timer, power = train(preset, data)
+            cfg, objects, timer, power = train(preset, data, "gpu" if device.type == "cuda" else "cpu")
             models[name] = (cfg, objects)
             ep = sum(timer.times) / len(timer.times)
             stats[name] = (ep, power)
@@ -103,15 +122,16 @@ def main() -> None:
         print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f}")
         print(f"[train] PowerMethodCallback share of the non-expansive epochs = "
               f"{power.seconds / (ep_ne * args.epochs):.2%} "
-              f"({power.iterations / max(1, power.updates):.2f} iterations per step, {power.projections} projections)")
+              f"({power.iterations / max(1, power.updates):.2f} iterations per layer and step, {power.projections} projections)")
         print(f"[train] sub-steps n per block: mean {sum(n) / len(n):.2f}, max {max(n)}")
 
     for name, (cfg, objects) in models.items():
-        net = objects["net"].eval()
+        net = objects["net"].to(device).eval()
         attack = OmegaConf.to_container(cfg.attack, resolve=True)
         attack.update({k: v for k, v in (("n_iter", args.n_iter), ("n_eval", args.n_eval)) if v})
+        attack["audit"] = 0  # the certificate audit checks bounds; it is not part of the curve's work
         loader = objects["datamodule"].test_dataloader()
-        x, y = take(loader, attack["n_eval"], "cpu")
+        x, y = take(loader, attack["n_eval"], device)
         t0 = time.perf_counter()
         curve = robustness_curve(net, loader, attack, box=(0.0, 1.0))
         t_fast = time.perf_counter() - t0
@@ -120,7 +140,7 @@ def main() -> None:
         t0 = time.perf_counter()
         plain = pgd_l2_plain(net, x, y, eps, n_iter=n_iter)
         t_plain = time.perf_counter() - t0
-        chunk = chunk_for("cpu", attack.get("chunk_size", "auto"))
+        chunk = chunk_for(device, attack.get("chunk_size", "auto"))
         t0 = time.perf_counter()
         plain_chunked = pgd_l2_plain(net, x, y, eps, n_iter=n_iter, chunk_size=chunk, layout=True)
         t_chunked = time.perf_counter() - t0

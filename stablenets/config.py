@@ -60,6 +60,20 @@ def check_lipschitz(node: DictConfig) -> None:
         raise ConfigError("set either lipschitz.L (absolute) or lipschitz.relative_to (+ lipschitz.scale), not both")
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """The run's own top-level settings."""
+    from .progress import MODES
+    from .robustness.certify import CONVENTIONS
+
+    if str(cfg.get("progress", "auto")) not in MODES:
+        raise ConfigError(f"progress must be one of {', '.join(MODES)}, got {cfg.get('progress')!r}")
+    if cfg.get("certificate", "sqrt2") not in CONVENTIONS:
+        raise ConfigError(f"certificate must be one of {', '.join(CONVENTIONS)}, got {cfg.get('certificate')!r}")
+    threads = cfg.get("num_threads", "auto")
+    if not (threads in (None, "auto") or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1)):
+        raise ConfigError(f"num_threads must be auto, null or an integer >= 1, got {threads!r}")
+
+
 def check_attack(node: DictConfig | None) -> None:
     """The attack's settings, checked before training rather than after it."""
     if node is None or node.get("name", "none") == "none":

@@ -41,6 +41,8 @@ def _robustness(rob: dict, out_dir: Path, title: str) -> None:
     curves = {"PGD": (df.eps, df.pgd_acc)}
     if df.certified_acc.notna().any():
         curves[f"certified ({rob['certificate']})"] = (df.eps, df.certified_acc)
+    if "certified_sqrt2_acc" in df:
+        curves["certified (sqrt2)"] = (df.eps, df.certified_sqrt2_acc)
     if df.autoattack_acc.notna().any():
         curves["AutoAttack"] = (df.eps, df.autoattack_acc)
     plot_curves(curves, out_dir / "robustness.png", "ε (L2)", "accuracy", title=title)
@@ -71,8 +73,9 @@ def summary(metrics: dict[str, Any], evaluation: dict[str, Any] | None, out_dir:
     lines += [f"  {k:<{width}}  {v:.4g}" for k, v in head]
     rob = (evaluation or {}).get("robustness")
     if rob:
-        cols = [("pgd_acc", "PGD"), ("autoattack_acc", "AutoAttack"), ("certified_acc", f"certified ({rob['certificate']})")]
-        cols = [(k, name) for k, name in cols if any(r[k] is not None for r in rob["curve"])]
+        cols = [("pgd_acc", "PGD"), ("autoattack_acc", "AutoAttack"), ("certified_acc", f"certified ({rob['certificate']})"),
+                ("certified_sqrt2_acc", "certified (sqrt2)")]
+        cols = [(k, name) for k, name in cols if any(r.get(k) is not None for r in rob["curve"])]
         lines.append("  " + f"{'ε':>8}" + "".join(f"{name:>22}" for _, name in cols))
         for r in rob["curve"]:
             lines.append("  " + f"{r['eps']:>8.4g}" + "".join(f"{r[k]:>22.3f}" for k, _ in cols))

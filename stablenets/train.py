@@ -24,8 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .distributed import local_ddp, replica_max_diff
-from .config import build, check_attack, check_lipschitz, check_missing, resolve_lipschitz, target_params
+from .config import (build, check_attack, check_lipschitz, check_missing, check_settings, resolve_lipschitz,
+                     target_params)
 from .errors import ConfigError
+from . import progress
+from .progress import ProgressLines
 from .provenance import provenance
 from .reporting import results_part, summary, write_report
 from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
@@ -47,6 +50,7 @@ def write_json(path: Path, payload: dict) -> None:
 def build_objects(cfg: DictConfig) -> dict[str, Any]:
     """Data module, net and task from the config (no trainer).  Raises :class:`ConfigError` on bad input."""
     check_missing(cfg)
+    check_settings(cfg)
     check_lipschitz(cfg.lipschitz)
     check_attack(cfg.get("attack"))
     dm = build("data", cfg.data, seed=cfg.seed)
@@ -66,11 +70,15 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     net = build("model", cfg.model, **model_kwargs)
     task = build("task", cfg.task, net=net)
+    try:
+        task.check_optimization()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid task.optimizer / task.scheduler: {e}") from None
     return {"datamodule": dm, "net": net, "task": task, "lipschitz_L": bound}
 
 
 def _callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
-    cbs = []
+    cbs = [ProgressLines()] if progress.resolve(cfg.get("progress")) == "lines" else []
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
@@ -114,6 +122,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     A failure of any kind leaves ``error.txt`` in the run dir (so a sweep's table lists it) and is re-raised.
     Under DDP every rank trains; rank 0 alone evaluates and writes files.
     """
+    progress.quiet()
     out = Path(cfg.paths.output_dir)
     results_path = out / RESULTS
     if cfg.get("resume", True) and _finished(out):
@@ -134,7 +143,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         dm, task = objects["datamodule"], objects["task"]
         loggers = _loggers(cfg, out)
         with local_ddp(cfg, out):  # the extra ranks of a local DDP run, if any
-            trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False)
+            trainer = build("trainer", cfg.trainer, callbacks=_callbacks(cfg, out), logger=loggers or False,
+                            enable_progress_bar=progress.resolve(cfg.get("progress")) == "bar")
             ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
             if ckpt and rank_zero:
                 print(f"stablenets: resuming {out} from {ckpt}")

@@ -18,7 +18,8 @@ from stablenets.train import CONF_DIR
 
 CONF = Path(CONF_DIR)
 GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
-                 ("model", "data", "task", "lipschitz", "attack", "trainer", "logger", "callbacks", "experiment")}
+                 ("model", "data", "task", "task/loss", "lipschitz", "attack", "trainer", "logger", "callbacks",
+                  "experiment")}
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet"]
 
 

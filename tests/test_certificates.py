@@ -182,7 +182,7 @@ def test_planted_wrong_bound_fails_the_run(tmp_path):
     """A head whose reported norm is halved: the curve's audit attacks certified pairs, finds breaks,
     records them in results.json, and the run fails."""
     cfg = compose_cfg(["data=swiss_roll", "data.embed_dim=2", "model=nonexpansive", "model._target_=problems.HalvedHeadNet",
-                       "lipschitz=bound", "lipschitz.L=1", "trainer.max_epochs=15", "callbacks.jacobian_norm=null",
+                       "lipschitz=bound", "lipschitz.L=1", "trainer.max_epochs=15",
                        "attack=pgd_l2", "attack.eps=[0,0.02,0.05,0.1,0.2]", "attack.n_iter=30", "attack.n_eval=300",
                        "attack.audit=200", "logger=none"], tmp_path)
     with pytest.raises(CertificateError, match="certificate audit broke"):

@@ -17,7 +17,7 @@ from stablenets.robustness import empirical_lipschitz
 
 DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "model=nonexpansive", "model.depth=2",
        "model.width=8", "data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=3",
-       "callbacks.jacobian_norm=null", "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=5", "attack.n_eval=200",
+       "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=5", "attack.n_eval=200",
        "logger=csv"]
 
 
@@ -86,7 +86,7 @@ def test_evaluation_runs_where_the_module_is(tmp_path):
     from stablenets.train import train
 
     cfg = compose_cfg(["model=nonexpansive", "model.depth=1", "data.n_train=200", "trainer.max_epochs=1",
-                       "callbacks.jacobian_norm=null", "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=3",
+                       "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=3",
                        "attack.random_start=true", "attack.n_eval=50", "logger=none"], tmp_path)
     metrics, objects = train(cfg)
     assert objects["task"].device == objects["trainer"].strategy.root_device == torch.device("cpu")

@@ -26,5 +26,7 @@ def test_figure14_protocol(tmp_path):
         assert a["eps"] == b["eps"]
         if a["eps"] >= 36 / 255 - 1e-4:
             assert a["pgd_acc"] > b["pgd_acc"], a["eps"]  # the non-expansive net is the more robust
-        assert a["certified_acc"] <= a["pgd_acc"] + 1e-9 <= ne[0]["pgd_acc"] + 2e-9
+        assert a["pgd_acc"] <= ne[0]["pgd_acc"] + 1e-9
+    audit = runs["fmnist_nonexpansive"]["robustness"]["certificate_audit"]
+    assert audit["audited"] == 100 and audit["violations"] == 0  # certified pairs attacked anyway: none broken
     assert (tmp_path / "outputs" / "sweeps" / "fig14" / "fig14_robustness.png").is_file()

@@ -17,7 +17,7 @@ from stablenets.collect import read_sweep
 EPS = [0.0, 0.1, 0.3]
 TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
         "data.n_test=50", "trainer.max_epochs=2", "attack=pgd_l2", f"attack.eps=[{','.join(map(str, EPS))}]",
-        "attack.n_iter=3", "attack.n_eval=20", "callbacks.jacobian_norm=null"]
+        "attack.n_iter=3", "attack.n_eval=20"]
 
 
 def cli(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
@@ -52,7 +52,7 @@ def _final(run: Path) -> dict:
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
-    args = ["model=hnn", "data.n_train=4000", "trainer.max_epochs=12", "callbacks.jacobian_norm=null", "logger=csv"]
+    args = ["model=hnn", "data.n_train=4000", "trainer.max_epochs=12", "logger=csv"]
     ref = tmp_path / "ref"
     assert cli(tmp_path, "-m", *args, "seed=3", f"hydra.sweep.dir={ref}").returncode == 0
 

@@ -78,14 +78,15 @@ def _idx_path(d: Path, name: str) -> Path | None:
 class ImageDataModule(TensorDataModule):
     box = (0.0, 1.0)  # pixel range: attacks keep their images in it
     def __init__(self, name: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
-                 n_train: int = 30000, n_val: int = 1000, n_test: int = 1000, search_system: bool = True,
+                 n_train: int | None = 30000, n_val: int = 1000, n_test: int | None = 1000, search_system: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if name not in DATASETS:
             raise ValueError(f"unknown image data set {name!r}; allowed: {sorted(DATASETS)}")
         for key, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
-            if v is not None and v < 0:
-                raise ValueError(f"{key} must be >= 0, got {v}")
+            if (v is not None or key == "n_val") and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"data.{key} must be an integer >= 1" + (" (or null: all images)" if key != "n_val" else "")
+                                 + f", got {v!r}")
         self.name, self.data_dir, self.download, self.search_system = name, data_dir, download, search_system
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.in_shape = DATASETS[name][2]
@@ -93,23 +94,29 @@ class ImageDataModule(TensorDataModule):
 
     # -- locating ---------------------------------------------------------------------------------
     def candidates(self) -> list[Path]:
-        cands = []
+        """An explicit ``data_dir`` is the only place looked at; otherwise Debian's folder (if any)."""
         if self.data_dir:
-            cands.append(Path(os.path.expanduser(str(self.data_dir))))
+            return [Path(os.path.expanduser(str(self.data_dir)))]
         debian = DATASETS[self.name][1]
-        if debian and self.search_system:
-            cands.append(Path(debian))
-        return cands
+        return [Path(debian)] if debian and self.search_system else []
 
     def locate(self) -> Path | None:
         """The folder with local files, or ``None``."""
         return find_data_dir(self.candidates(), DATASETS[self.name][3])
 
     def check_available(self) -> None:
-        """Raise :class:`ConfigError` naming the three options when the data cannot be had."""
+        """Raise :class:`ConfigError` naming the options when the data cannot be had."""
         if self.locate() is not None or self.download:
             return
         debian = DATASETS[self.name][1]
+        if self.data_dir:
+            where = Path(os.path.expanduser(str(self.data_dir)))
+            state = "does not exist" if not where.exists() else "holds no " + ("CIFAR-10 batches" if DATASETS[self.name][3] == "cifar" else "IDX files")
+            raise ConfigError(
+                f"data.data_dir={self.data_dir} {state} for data set {self.name!r}. Point data.data_dir at a folder "
+                f"with its files, drop data.data_dir to use "
+                + (f"Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian else "")
+                + "or allow the torchvision download into data.data_dir with data.download=true.")
         raise ConfigError(
             f"data set {self.name!r} not found and download is disabled. Either (1) set data.data_dir to a "
             f"folder with its files (searched: {[str(c) for c in self.candidates()] or 'none'}), "
@@ -142,9 +149,10 @@ class ImageDataModule(TensorDataModule):
         self.check_available()
         x_tr, y_tr = self._load_split("train")
         x_te, y_te = self._load_split("test")
-        n_tr = min(self.n_train or len(x_tr), len(x_tr))
-        n_val = min(self.n_val, len(x_tr) - n_tr)
-        self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])
-        self.val_set = self.tensors(x_tr[n_tr:n_tr + n_val], y_tr[n_tr:n_tr + n_val]) if n_val else self.tensors(x_te[:0], y_te[:0])
-        n_te = min(self.n_test or len(x_te), len(x_te))
+        if self.n_val >= len(x_tr):
+            raise ConfigError(f"data.n_val={self.n_val} leaves no training images (the set has {len(x_tr)})")
+        n_tr = len(x_tr) - self.n_val if self.n_train is None else min(self.n_train, len(x_tr) - self.n_val)
+        self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])  # validation: the images after the training ones
+        self.val_set = self.tensors(x_tr[n_tr:n_tr + self.n_val], y_tr[n_tr:n_tr + self.n_val])
+        n_te = len(x_te) if self.n_test is None else min(self.n_test, len(x_te))
         self.test_set = self.tensors(x_te[:n_te], y_te[:n_te])

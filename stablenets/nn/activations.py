@@ -31,3 +31,24 @@ def get_activation(name: str, *, monotone: bool = False) -> tuple[Callable[[torc
     if monotone and not nondecreasing:
         raise ValueError(f"activation {name!r} is not non-decreasing, so V would not be convex")
     return fn, k
+
+
+class GroupSort(torch.nn.Module):
+    """Sorts the channels (dim 1) in groups of ``group`` (``group=2``: MaxMin): a permutation of the input in
+    every linear region, so it is 1-Lipschitz and preserves gradient norms (Anil et al.)."""
+
+    def __init__(self, group: int = 2) -> None:
+        super().__init__()
+        if group < 2:
+            raise ValueError(f"group must be >= 2, got {group}")
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c % self.group:
+            raise ValueError(f"GroupSort({self.group}) needs a channel count divisible by {self.group}, got {c}")
+        g = x.unflatten(1, (c // self.group, self.group))
+        return g.sort(dim=2).values.flatten(1, 2)
+
+    def lipschitz_bound(self) -> float:
+        return 1.0

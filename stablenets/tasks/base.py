@@ -56,17 +56,27 @@ class Task(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def check_optimization(self) -> None:
+        """Build the optimizer and scheduler once on a stand-in parameter, so that a bad setting (a negative
+        learning rate, an unknown argument) is reported before training rather than after data loading."""
+        if self.optimizer_factory is None:
+            return
+        opt = self.optimizer_factory(params=[nn.Parameter(torch.zeros(1))])
+        if self.scheduler_factory is not None:
+            self._scheduler(opt, steps=10)
+
     def configure_optimizers(self):
         opt = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return opt
+        sched = self._scheduler(opt, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
+
+    def _scheduler(self, opt: torch.optim.Optimizer, steps: int):
         factory = self.scheduler_factory
         target = factory.func if isinstance(factory, functools.partial) else factory
-        steps = int(self.trainer.estimated_stepping_batches)
         if target is torch.optim.lr_scheduler.OneCycleLR:
-            sched = factory(opt, total_steps=steps)
-        elif target is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in factory.keywords:
-            sched = factory(opt, T_max=steps)
-        else:
-            sched = factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
+            return factory(opt, total_steps=steps)
+        if target is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in factory.keywords:
+            return factory(opt, T_max=steps)
+        return factory(opt)

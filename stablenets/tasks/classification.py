@@ -1,17 +1,14 @@
-"""Classification (Swiss roll, images): cross-entropy or the multi-class margin loss of Section 6.2."""
+"""Classification (Swiss roll, images) with any loss of :mod:`stablenets.losses`."""
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from ..losses import CrossEntropy
 from ..robustness import robustness_curve
 from .base import Task
-
-LOSSES = ("cross_entropy", "margin")
-
 
 def curve_metrics(rob: dict) -> dict[str, float]:
     """The robustness curve as flat metrics ``test/<kind>_acc/eps_<ε>`` (W&B and pandas pivot on them)."""
@@ -23,6 +20,8 @@ def curve_metrics(rob: dict) -> dict[str, float]:
             metrics[f"test/certified_acc/eps_{e}"] = row["certified_acc"]
         if row["autoattack_acc"] is not None:
             metrics[f"test/autoattack_acc/eps_{e}"] = row["autoattack_acc"]
+        if row.get("certified_sqrt2_acc") is not None:
+            metrics[f"test/certified_sqrt2_acc/eps_{e}"] = row["certified_sqrt2_acc"]
     metrics["test/pgd_seconds"] = rob["pgd_seconds"]
     if rob["autoattack_seconds"] is not None:
         metrics["test/autoattack_seconds"] = rob["autoattack_seconds"]
@@ -33,18 +32,9 @@ def curve_metrics(rob: dict) -> dict[str, float]:
 
 class ClassificationTask(Task):
     def __init__(self, net, optimizer, scheduler=None, scheduler_interval: str = "step",
-                 loss: str = "cross_entropy", margin: float = 1.0) -> None:
+                 loss: torch.nn.Module | None = None) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if not margin > 0:
-            raise ValueError(f"margin must be > 0, got {margin}")
-        self.loss_name, self.margin = loss, margin
-
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.loss_name == "margin":
-            return F.multi_margin_loss(logits, y, margin=self.margin)
-        return F.cross_entropy(logits, y)
+        self.loss = loss if loss is not None else CrossEntropy()
 
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
@@ -67,7 +57,8 @@ class ClassificationTask(Task):
         attack = cfg.get("attack")
         if attack is not None and attack.get("name", "none") != "none":
             rob = robustness_curve(self.net, datamodule.test_dataloader(), OmegaConf.to_container(attack, resolve=True),
-                                   convention=cfg.get("certificate", "sqrt2"), box=getattr(datamodule, "box", None))
+                                   convention=cfg.get("certificate", "sqrt2"), box=getattr(datamodule, "box", None),
+                                   progress=cfg.get("progress", "none"))
             metrics.update(curve_metrics(rob))
             extra["robustness"] = rob
         return {"metrics": metrics, **extra}
