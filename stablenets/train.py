@@ -138,8 +138,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                    "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
                    "resumed_from": str(ckpt) if ckpt else None}
         write_json(results_path, results)
-    except BaseException:
-        (out / "error.txt").write_text(traceback.format_exc())
+    except BaseException as e:
+        if not isinstance(e, SystemExit):  # SystemExit: a preempted/timed-out SLURM job leaving to be requeued
+            (out / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
         _finish_wandb(loggers)
