@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,21 @@ CONF = Path(CONF_DIR)
 GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
                  ("model", "data", "task", "lipschitz", "attack", "trainer", "logger", "callbacks", "experiment")}
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet"]
+# a tiny classification run (seconds): a sweep of these tests a launcher, not training
+EPS = [0.0, 0.1, 0.3]
+TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
+        "data.n_test=50", "trainer.max_epochs=2", "attack=pgd_l2", f"attack.eps=[{','.join(map(str, EPS))}]",
+        "attack.n_iter=3", "attack.n_eval=20", "callbacks.jacobian_norm=null"]
+
+
+def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``stablenets-train <args>`` in ``cwd``; with ``background=True`` a detached process (own session)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "stablenets.train", *args]
+    if kw.get("background"):
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
