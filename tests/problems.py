@@ -7,8 +7,10 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -29,8 +31,10 @@ TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=20
 
 
 def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
-    """``stablenets-train <args>`` in ``cwd``; with ``background=True`` a detached process (own session)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    """``stablenets-train <args>`` in ``cwd``; with ``background=True`` a detached process (own session).
+    The tests dir is on its ``PYTHONPATH`` (and its jobs'), so configs can name helpers of this module."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "stablenets.train", *args]
     if kw.get("background"):
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -73,6 +77,17 @@ def make_cifar_dataset(root: Path, n: int = 20, seed: int = 0) -> Path:
         with open(d / name, "wb") as f:
             pickle.dump(batch, f)
     return root
+
+
+class Pace(L.Callback):
+    """Sleeps after every training step: a run that takes wall-clock time but little CPU, for tests of time
+    limits that should not depend on the machine's speed (``+callbacks.pace._target_=problems.Pace``)."""
+
+    def __init__(self, seconds_per_step: float) -> None:
+        self.seconds_per_step = seconds_per_step
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds_per_step)
 
 
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:

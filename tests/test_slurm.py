@@ -91,10 +91,14 @@ def test_failing_job_is_listed_and_its_sibling_finishes(tmp_path, slurm):
     assert "depth must be an integer >= 1" in runs.set_index("model.depth").loc["0", "error"]
 
 
-# ~30 s of training on one core: the SLURM job (1 min limit, USR2 30 s before it) is cut at least once
-LONG = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=40000", "data.n_val=50",
-        "data.n_test=50", "trainer.max_epochs=10", "trainer.log_every_n_steps=100",
-        "callbacks.jacobian_norm.every_n_steps=100", "logger=csv", "seed=5"]
+# SLURM checks time limits every 30 s: a job with a 1 min limit and USR2 15 s before it gets the signal 15-45 s
+# after it starts, after its first checkpoint and at least 30 s before SLURM would kill it.  The run takes
+# ~50 s of wall-clock time, mostly sleeping (Pace), so that it outlasts a segment on any machine and the
+# uninterrupted reference runs alongside at no cost.
+EPOCHS = 22
+RUN = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=2000", "data.n_val=50", "data.n_test=50",
+       f"trainer.max_epochs={EPOCHS}", "logger=csv", "seed=5"]
+PACE = ["+callbacks.pace._target_=problems.Pace", "+callbacks.pace.seconds_per_step=0.06"]  # ~2 s per epoch
 STAMP = re.compile(r"submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - (.*)")
 
 
@@ -114,13 +118,14 @@ def _epoch_rows(csv: Path) -> pd.DataFrame:
 
 def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, slurm):
     ref_dir, sweep = tmp_path / "ref", tmp_path / "sweep"
-    reference = cli(tmp_path, "-m", *LONG, f"hydra.sweep.dir={ref_dir}", background=True)  # uninterrupted, alongside
+    reference = cli(tmp_path, "-m", *RUN, f"hydra.sweep.dir={ref_dir}", background=True)  # uninterrupted, alongside
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *LONG, *SMALL_JOB, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
-               "hydra.launcher.max_num_timeout=5", f"hydra.sweep.dir={sweep}", background=True)
+    proc = cli(tmp_path, "-m", *RUN, *PACE, *SMALL_JOB, "hydra.launcher.timeout_min=1",
+               "hydra.launcher.signal_delay_s=15", "hydra.launcher.max_num_timeout=4", f"hydra.sweep.dir={sweep}",
+               background=True)
     first_seen: dict[int, float] = {}  # epoch -> when its validation row appeared in metrics.csv
     try:
-        while proc.poll() is None and time.time() - t0 < 540:
+        while proc.poll() is None and time.time() - t0 < 300:
             for csv in sweep.glob("*/csv/metrics.csv"):
                 try:
                     for epoch in _epoch_rows(csv).index:
@@ -129,7 +134,7 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
                     pass  # read while a row was being written
             time.sleep(0.2)
         wall = time.time() - t0
-        assert proc.wait(timeout=1) == 0, "the SLURM sweep failed or ran past 9 minutes"
+        assert proc.wait(timeout=1) == 0, "the SLURM sweep failed or ran past 5 minutes"
         assert reference.wait(timeout=300) == 0
     finally:  # leave no job or process behind
         for p in (proc, reference):
@@ -140,7 +145,6 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
 
     (job,) = [p.parent for p in sweep.glob("*/results.json")]
     (ref_job,) = [p.parent for p in ref_dir.glob("*/results.json")]
-    assert job.name == ref_job.name
     signals = _submitit_events(sweep, "Caught signal SIGUSR2")
     requeues = _submitit_events(sweep, "Requeued job")
     assert signals and len(requeues) == len(signals), "the job was never cut by its time limit"
@@ -154,9 +158,9 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
         assert results["metrics"][key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-7), key
     # the same metrics log: every epoch exactly once, every row equal (but the wall-clock training time)
     log, ref_log = (pd.read_csv(d / "csv" / "metrics.csv").drop(columns="train/seconds") for d in (job, ref_job))
-    per_epoch = log[log.epoch < 10].groupby("epoch")
+    per_epoch = log[log.epoch < EPOCHS].groupby("epoch")
     assert (per_epoch["val/loss"].count() == 1).all() and (per_epoch["train/loss_epoch"].count() == 1).all()
-    assert sorted(log.epoch.dropna().unique()) == list(range(11))  # 10 epochs, then the test row
+    assert sorted(log.epoch.dropna().unique()) == list(range(EPOCHS + 1))  # the epochs, then the test row
     pd.testing.assert_frame_equal(log, ref_log, rtol=1e-5, atol=1e-7)
     # and the same Jacobian-norm history (kept in the checkpoint)
     pd.testing.assert_frame_equal(pd.read_csv(job / "jacobian_norms.csv"), pd.read_csv(ref_job / "jacobian_norms.csv"),
