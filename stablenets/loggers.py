@@ -58,9 +58,7 @@ class _ContinuingWriter(ExperimentWriter):
     def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
         if self._earlier is not None:  # first row of this segment: drop what it is about to redo
             start = _epoch(metrics_dict.get("epoch"))
-            kept = [r for r in self._earlier if _epoch(r.get("epoch")) < start]
-            if len(kept) != len(self._earlier):
-                self._write_all(kept)
+            self._write_all([r for r in self._earlier if _epoch(r.get("epoch")) < start])  # and a cut-off line
             self._earlier = None
         super().log_metrics(metrics_dict, step)
 

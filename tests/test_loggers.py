@@ -27,6 +27,15 @@ def test_a_resumed_segment_replaces_the_epochs_it_redoes(tmp_path):
     assert log["val/acc"].count() == 1 and log.columns.tolist() == sorted(log.columns)
 
 
+def test_a_row_cut_short_is_dropped_when_nothing_is_redone(tmp_path):
+    _segment(tmp_path, [(3, 0, {"val/loss": 1.0})])
+    path = tmp_path / "csv" / "metrics.csv"
+    with path.open("a") as f:
+        f.write("1,")
+    _segment(tmp_path, [(7, 1, {"val/loss": 0.8})])
+    assert pd.read_csv(path).epoch.tolist() == [0, 1]
+
+
 def test_every_row_is_on_disk_when_logged(tmp_path):
     logger = ResumableCSVLogger(tmp_path)
     logger.log_metrics({"val/loss": 1.0, "epoch": 0}, 3)
