@@ -5,7 +5,10 @@ The Python API lives in :mod:`stablenets.api` (``compose``, ``train``, ``evaluat
 ``stablenets-train``.  Nothing heavy is imported until one of them is used.
 """
 
+from .resolvers import register as _register_resolvers
+
 __version__ = "0.1.0"
+_register_resolvers()
 
 _API = ("compose", "evaluate", "load_run", "load_model")
 __all__ = ["__version__", *_API]

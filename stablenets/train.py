@@ -180,8 +180,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             raise CertificateError(f"the certificate audit broke {violations} of "
                                    f"{int(metrics['test/certificate_audited'])} certified (ε, image) pairs: a reported "
                                    f"Lipschitz bound is wrong (results kept in {results_path})")
-    except BaseException:
-        if rank_zero:
+    except BaseException as e:
+        # SystemExit: a preempted or timed-out SLURM job leaving to be requeued is unfinished, not failed
+        if rank_zero and not isinstance(e, SystemExit):
             out.mkdir(parents=True, exist_ok=True)
             (out / "error.txt").write_text(traceback.format_exc())
         raise

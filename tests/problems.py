@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -21,6 +26,23 @@ GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
                  ("model", "data", "task", "task/loss", "lipschitz", "attack", "trainer", "logger", "callbacks",
                   "experiment")}
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet"]
+# a tiny classification run (seconds): a sweep of these tests a launcher, not training
+EPS = [0.0, 0.1, 0.3]
+TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
+        "data.n_test=50", "trainer.max_epochs=2", "attack=pgd_l2", f"attack.eps=[{','.join(map(str, EPS))}]",
+        "attack.n_iter=3", "attack.n_eval=20"]
+
+
+def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``stablenets-train <args>`` in ``cwd``; with ``background=True`` a detached process (own session).
+    The tests dir is on its ``PYTHONPATH`` (and its jobs'), so configs can name helpers of this module."""
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": path}
+    cmd = [sys.executable, "-m", "stablenets.train", *args]
+    if kw.get("background"):
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
@@ -58,6 +80,17 @@ def make_cifar_dataset(root: Path, n: int = 20, seed: int = 0) -> Path:
         with open(d / name, "wb") as f:
             pickle.dump(batch, f)
     return root
+
+
+class Pace(L.Callback):
+    """Sleeps after every training step: a run that takes wall-clock time but little CPU, for tests of time
+    limits that should not depend on the machine's speed (``+callbacks.pace._target_=problems.Pace``)."""
+
+    def __init__(self, seconds_per_step: float) -> None:
+        self.seconds_per_step = seconds_per_step
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds_per_step)
 
 
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:

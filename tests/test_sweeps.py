@@ -12,21 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from problems import EPS, TINY, cli
 from stablenets.collect import read_sweep
-
-EPS = [0.0, 0.1, 0.3]
-TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
-        "data.n_test=50", "trainer.max_epochs=2", "attack=pgd_l2", f"attack.eps=[{','.join(map(str, EPS))}]",
-        "attack.n_iter=3", "attack.n_eval=20"]
-
-
-def cli(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "stablenets.train", *args]
-    if kw.get("background"):
-        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("launcher", ["local", "submitit_local"])
@@ -77,6 +64,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     for key in ("test/acc", "test/loss", "val/acc", "train/loss"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), (key, resumed, reference)
     assert json.loads((job / "results.json").read_text())["resumed_from"].endswith("last.ckpt")
+    # the metrics log continues across the kill: every epoch once, as in the uninterrupted run
+    log, ref_log = (pd.read_csv(d / "csv" / "metrics.csv").drop(columns="train/seconds") for d in (job, ref_job.parent))
+    assert (log[log.epoch < 12].groupby("epoch")["val/loss"].count() == 1).all()
+    pd.testing.assert_frame_equal(log, ref_log, rtol=1e-5, atol=1e-7)
 
     # a relaunch of the finished sweep re-runs nothing
     third = cli(tmp_path, *cmd)

@@ -40,11 +40,18 @@ class JacobianNormCallback(L.Callback):
             return
         dm.setup("test")
         self._point = dm.test_set[self.point_index][0].unsqueeze(0).to(pl_module.device)
-        self._record(trainer, pl_module, log=False)  # Lightning does not take step logs here
+        if not self.history:  # the initial point; a resumed run has it from its checkpoint
+            self._record(trainer, pl_module, log=False)  # Lightning does not take step logs here
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._point is not None and trainer.global_step % self.every == 0:
             self._record(trainer, pl_module)
+
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run keeps the history of earlier segments
+        return {"history": [(s, list(n)) for s, n in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [(int(s), list(n)) for s, n in state_dict.get("history", [])]
 
     def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> None:
         if self.history and self.history[-1][0] == trainer.global_step:

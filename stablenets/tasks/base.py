@@ -23,12 +23,14 @@ class Task(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self._means = nn.ModuleDict()  # epoch means of val/test metrics, reduced over DDP ranks as sums
 
-    def log_metric(self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = True) -> None:
-        """``split/name``: in training ``train/<name>_step`` per step and rank, ``train/<name>`` the epoch mean;
+    def log_metric(self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = True,
+                   step: bool = True) -> None:
+        """``split/name``: in training ``train/<name>_step`` per step and rank (with ``step``), ``train/<name>`` the epoch mean;
         in val/test an exact epoch mean over all samples of all ranks (a weighted ``MeanMetric``, synchronised
         once per epoch)."""
         if split == "train":  # the step value stays per rank (no collective per step); the epoch mean is reduced
-            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
+            if step:
+                self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
             return
         from torchmetrics import MeanMetric

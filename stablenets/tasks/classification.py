@@ -42,8 +42,7 @@ class ClassificationTask(Task):
         loss = self.loss(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         self.log_metric(split, "loss", loss, len(y))
-        if split != "train":
-            self.log_metric(split, "acc", acc, len(y))
+        self.log_metric(split, "acc", acc, len(y), step=False)
         return loss
 
     def evaluate(self, datamodule, cfg) -> dict:

@@ -1,0 +1,113 @@
+"""A CSV metrics log that a resumed run continues instead of overwriting.
+
+Lightning's ``CSVLogger`` deletes ``metrics.csv`` when a new process opens the same log dir, so a run that
+is killed, preempted or requeued and then resumed from its checkpoint kept only the metrics of its last
+segment.  :class:`ResumableCSVLogger` keeps the file and continues it:
+
+* every row is on disk as soon as it is logged (``flush_logs_every_n_steps=1``), so a killed run loses
+  no row that its checkpoint does not also hold;
+* a resumed segment redoes everything after its checkpoint, so when it logs its first row (of the epoch it
+  resumes at), the rows an earlier segment wrote for that epoch and later are dropped (rewritten
+  atomically).  Every epoch is then in the file exactly once, with the values of the segment that
+  completed it, and the file equals the one an uninterrupted run writes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``(header, rows)`` of a metrics CSV; a last line cut short by a kill is left out."""
+    if not path.is_file():
+        return [], []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text))
+    return list(reader.fieldnames or []), list(reader)
+
+
+def _epoch(value: Any) -> float:
+    """A row's epoch as a number; rows without one (summaries logged after fitting) sort after every epoch."""
+    try:
+        return float(value) if value not in (None, "") else math.inf
+    except (TypeError, ValueError):
+        return math.inf
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str) -> None:
+        header, rows = read_rows(Path(log_dir) / self.NAME_METRICS_FILE)
+        super().__init__(log_dir=log_dir)
+        self.metrics_keys = header
+        self._earlier: list[dict[str, str]] | None = rows if header else None
+
+    def _check_log_dir_exists(self) -> None:
+        """Keep the earlier segments' ``metrics.csv`` (Lightning's writer deletes it here)."""
+
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        if self._earlier is not None:  # first row of this segment: drop what it is about to redo
+            start = _epoch(metrics_dict.get("epoch"))
+            self._write_all([r for r in self._earlier if _epoch(r.get("epoch")) < start])  # and a cut-off line
+            self._earlier = None
+        super().log_metrics(metrics_dict, step)
+
+    def save(self) -> None:
+        """Append the new rows; rewrite the whole file (atomically) only when new columns appear."""
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        new_keys = set().union(*self.metrics) - set(self.metrics_keys)
+        if new_keys or not path.is_file():
+            self.metrics_keys = sorted(set(self.metrics_keys) | new_keys)
+            self._write_all(read_rows(path)[1] + self.metrics)
+        else:
+            with path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.metrics_keys).writerows(self.metrics)
+        self.metrics = []
+
+    def _write_all(self, rows: list[dict[str, Any]]) -> None:
+        path = Path(self.metrics_file_path)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives restarts: see the module docstring.
+
+    Rows logged without a step (a summary after fitting) get the last logged step, so they sort last.
+    """
+
+    def __init__(self, save_dir: str, name: str | None = "csv", version: int | str | None = "", prefix: str = "",
+                 flush_logs_every_n_steps: int = 1) -> None:
+        super().__init__(save_dir, name=name, version=version, prefix=prefix,
+                         flush_logs_every_n_steps=flush_logs_every_n_steps)
+        self._last_step = 0
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _ContinuingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        step = self._last_step if step is None else step
+        self._last_step = step
+        super().log_metrics(metrics, step)

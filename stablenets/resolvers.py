@@ -1,0 +1,26 @@
+"""OmegaConf resolvers used by the config files (registered when ``stablenets`` is imported).
+
+``${stablenets.gpus:${trainer.accelerator},${trainer.devices}}`` — the GPUs a SLURM job asks for: the
+trainer's device count for a GPU run, none (null) for a CPU run, so CPU runs fit CPU partitions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def gpus(accelerator: Any, devices: Any) -> int | None:
+    """GPUs per node: ``None`` unless ``accelerator`` is ``gpu`` or ``cuda``, then ``devices`` (a count >= 1)."""
+    if str(accelerator).lower() not in GPU_ACCELERATORS:
+        return None
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
+        return devices
+    raise ValueError(f"a SLURM GPU job needs trainer.devices to be a number of GPUs >= 1, got {devices!r}")
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("stablenets.gpus"):
+        OmegaConf.register_new_resolver("stablenets.gpus", gpus)
