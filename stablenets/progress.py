@@ -80,11 +80,12 @@ class ProgressLines(L.Callback):
 
         m = trainer.callback_metrics
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        where = f"epoch {trainer.current_epoch + (0 if batch else 1)}/{epochs}"
+        # the running (or just finished) epoch, 1-based; after training, current_epoch already counts them all
+        where = f"epoch {trainer.current_epoch if final else trainer.current_epoch + 1}/{epochs}"
         if batch:
             where += f" batch {batch}/{trainer.num_training_batches}"
         parts = [f"step {trainer.global_step}"]
-        for key in ("train/loss_step", "train/loss", "val/acc", "val/loss", "val/mse"):
+        for key in ("train/loss_step", "val/acc", "val/loss", "val/mse"):
             if key in m:
                 parts.append(f"{key.replace('_step', '')} {_fmt(m[key])}")
         n = [b.n_steps for b in pl_module.modules() if isinstance(b, GradientFlowBlock)]

@@ -156,11 +156,12 @@ def test_unknown_layers_raise(module):
 
 
 @pytest.mark.parametrize("L", [0.5, 1.0, 2.0, 8.0])
-@pytest.mark.parametrize("model", ["nonexpansive", "conv_nonexpansive"])
+@pytest.mark.parametrize("model", ["nonexpansive", "conv_nonexpansive", "certified_conv"])
 def test_prescribed_L_means_L(model, L, tmp_path):
-    size = ["model.channels=[3,4]"] if model == "conv_nonexpansive" else ["model.depth=2"]
-    cfg = compose_cfg([f"model={model}", "lipschitz=bound", f"lipschitz.L={L}", *size], tmp_path / "run")
-    if model == "conv_nonexpansive":  # the model group's config as the runner builds it, on small images
+    size = {"nonexpansive": ["model.depth=2"], "conv_nonexpansive": ["model.channels=[3,4]"],
+            "certified_conv": ["model.channels=[4,16]", "model.hidden=[4,8]", "model.dense=16", "model.head=spectral"]}
+    cfg = compose_cfg([f"model={model}", "lipschitz=bound", f"lipschitz.L={L}", *size[model]], tmp_path / "run")
+    if model != "nonexpansive":  # the model group's config as the runner builds it, on small images
         from hydra.utils import instantiate
         net = instantiate(cfg.model, in_shape=(1, 12, 12), out_dim=4, L=L)
         x = torch.rand(32, 1, 12, 12)

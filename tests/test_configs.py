@@ -69,8 +69,8 @@ def _pair_overrides(model: str, data: str, root) -> list[str]:
 
 def _data_for(model: str) -> tuple[str, ...]:
     """The data sets a model (found by globbing conf/model/) is meant for, from its target class."""
-    target = yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())["_target_"]
-    if ".Conv" in target:
+    target = yaml.safe_load((CONF / "model" / f"{model}.yaml").read_text())["_target_"].rsplit(".", 1)[1]
+    if "Conv" in target:
         return ("fashion_mnist", "mnist", "cifar10")
     if target.endswith("Field") or target.endswith("FieldMLP"):
         return ("dynamics",)

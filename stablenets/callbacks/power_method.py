@@ -4,7 +4,7 @@ Section 6: "Before passing to the next minibatch ... we update our estimates of 
 weights using the power method ... warm-start ... a single iteration".  After every optimizer step, for
 every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
 
-1. ``n_iters`` warm-started iterations; while any estimate still moved by more than ``tol`` (relative),
+1. ``n_iters`` warm-started iterations; each estimate that still moved by more than ``tol`` (relative) gets
    another one, up to ``max_iters`` — a warm start that is on target costs one iteration.  The tolerance
    is checked for all layers at once: one host synchronisation per step, which also reads the estimates
    that set the training sub-step counts of the gradient-flow blocks (their forward never reads a device
@@ -71,7 +71,7 @@ class PowerMethodCallback(L.Callback):
         self.corrections = 0
         self._projections: torch.Tensor | None = None  # counted on the device
         self._last_step = -1
-        self.iterations = 0  # power iterations per layer, summed over steps (work measure)
+        self.iterations = 0  # rounds of power iterations, summed over steps (work measure)
 
     @property
     def projections(self) -> int:
@@ -97,14 +97,15 @@ class PowerMethodCallback(L.Callback):
         for _ in range(self.n_iters):
             for m in ops:
                 m.power_step()
-        its = self.n_iters
+        its, moving = self.n_iters, list(range(len(ops)))
         while True:
-            now, prev = torch.stack([torch.stack([m.sigma for m in ops]), before]).tolist()  # the one synchronisation
-            if its >= self.max_iters or all(abs(a - b) <= self.tol * max(a, 1e-12) for a, b in zip(now, prev)):
+            now, prev = torch.stack([torch.stack([m.sigma for m in ops]), before]).tolist()  # one synchronisation
+            moving = [i for i in moving if abs(now[i] - prev[i]) > self.tol * max(now[i], 1e-12)]
+            if its >= self.max_iters or not moving:
                 break
             before = torch.tensor(now, device=before.device, dtype=before.dtype)
-            for m in ops:
-                m.power_step()
+            for i in moving:  # only the estimates that still move take another iteration
+                ops[i].power_step()
             its += 1
         self.iterations += its
         if _distributed():

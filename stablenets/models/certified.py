@@ -64,11 +64,15 @@ class CertifiedConvNet(nn.Module):
     def __init__(self, in_shape, out_dim: int, channels=(16, 32), blocks=(2, 2), hidden_mult: int = 1,
                  lift: str = "pad", downsample: str = "unshuffle", stem_unshuffle: bool = True, dense: int = 64,
                  dense_blocks: int = 1, dense_activation: str = "groupsort", head: str = "rows", T: float = 1.98,
-                 margin: float = 0.01, activation: str = "relu") -> None:
+                 margin: float = 0.01, activation: str = "relu", orthogonal_dense: bool = True,
+                 hidden: list[int] | None = None, L: float | None = None, stage_activation: str = "none",
+                 project_channels: int | None = None) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"CertifiedConvNet needs image inputs (C, H, W), got shape {tuple(in_shape)}")
         channels, blocks = list(channels), list(blocks)
+        if hidden is not None and len(hidden) != len(channels):
+            raise ValueError(f"hidden needs one entry per stage (or null: hidden_mult x channels), got {list(hidden)}")
         if not channels or len(blocks) != len(channels):
             raise ValueError(f"channels and blocks need one entry per stage, got {channels} and {blocks}")
         check_count(hidden_mult=hidden_mult, dense=dense if dense else None, **{f"channels[{i}]": c for i, c in enumerate(channels)})
@@ -76,9 +80,14 @@ class CertifiedConvNet(nn.Module):
             raise ValueError(f"blocks and dense_blocks must be integers >= 0, got {blocks}, {dense_blocks}")
         check_positive(T=T)
         for name, value, allowed in (("lift", lift, LIFTS), ("downsample", downsample, DOWNSAMPLE), ("head", head, HEADS),
-                                     ("dense_activation", dense_activation, ("groupsort", "none"))):
+                                     ("dense_activation", dense_activation, ("groupsort", "none")),
+                                     ("stage_activation", stage_activation, ("groupsort", "none"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_positive(L=L)
+        if L is not None and head != "spectral":
+            raise ValueError("a prescribed Lipschitz bound L needs head=spectral (the whole net is then 1-Lipschitz, "
+                             "its output scaled by L); the rows head's norm is not 1")
         if T * (1 + margin) > 2:
             raise ValueError(f"T must be < 2/(1 + margin) for one sub-step per block at norm 1, got {T}")
         self.in_shape = tuple(int(s) for s in in_shape)
@@ -101,12 +110,19 @@ class CertifiedConvNet(nn.Module):
                 else:
                     parts.append(SpectralConv2d(shape, c, max_norm=1.0, exact=True))
                 shape = (c, *shape[1:])
-            parts += [GradientFlowBlock(SpectralConv2d(shape, c * hidden_mult, max_norm=1.0), T, activation, margin)
+            width_s = hidden[s] if hidden else c * hidden_mult
+            parts += [GradientFlowBlock(SpectralConv2d(shape, width_s, max_norm=1.0), T, activation, margin)
                       for _ in range(n)]
+            if stage_activation == "groupsort":
+                parts.append(GroupSort(2))
+        if project_channels:  # a 1x1 convolution with orthonormal rows: fewer features to flatten, no norm lost
+            parts.append(SpectralConv2d(shape, project_channels, kernel_size=1, max_norm=1.0, exact=True,
+                                        orthogonal=True))
+            shape = (project_channels, *shape[1:])
         parts.append(nn.Flatten())
         width = math.prod(shape)
         if dense:
-            parts.append(SpectralLinear(width, dense, max_norm=1.0, exact=True))
+            parts.append(SpectralLinear(width, dense, max_norm=1.0, exact=True, orthogonal=orthogonal_dense))
             if dense_activation == "groupsort":
                 parts.append(GroupSort(2))
             parts += [NonExpansiveBlock(dense, dense, T, activation, margin, max_norm=1.0) for _ in range(dense_blocks)]
@@ -114,15 +130,18 @@ class CertifiedConvNet(nn.Module):
         self.body = nn.Sequential(*parts)
         self.head = (RowNormalizedLinear(width, out_dim) if head == "rows"
                      else SpectralLinear(width, out_dim, max_norm=1.0, exact=True))
+        self.L = L
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        out = self.head(self.body(x))
+        return out if self.L is None else self.L * out
 
     def body_bound(self) -> float:
         return lipschitz_bound(self.body, self.in_shape, "body")
 
     def lipschitz_bound(self) -> float:
-        return self.body_bound() * lipschitz_bound(self.head, (self.head.weight.shape[1],), "head")
+        bound = self.body_bound() * lipschitz_bound(self.head, (self.head.weight.shape[1],), "head")
+        return bound if self.L is None else bound * self.L
 
     @torch.no_grad()
     def pairwise_lipschitz(self) -> torch.Tensor:
@@ -131,4 +150,5 @@ class CertifiedConvNet(nn.Module):
         self.head.eval()
         w = self.head.effective_weight().double()
         self.head.train(was)
-        return self.body_bound() * (w[:, None] - w[None]).norm(dim=-1) * (1 + 1e-12)
+        K = self.body_bound() * (w[:, None] - w[None]).norm(dim=-1) * (1 + 1e-12)
+        return K if self.L is None else K * self.L

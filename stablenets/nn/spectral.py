@@ -42,6 +42,16 @@ def check_positive(**values: float | None) -> None:
             raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
+def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
+    """Björck–Bowie iterations ``W ← (1+β)W − β (WWᵀ)W``: the nearest (semi-)orthogonal matrix to ``W`` when
+    its singular values start in ``(0, √3)``; every singular value is driven to 1."""
+    tall = w.shape[0] > w.shape[1]
+    w = w.t() if tall else w
+    for _ in range(iters):
+        w = (1 + beta) * w - beta * (w @ w.t()) @ w
+    return w.t() if tall else w
+
+
 class SpectralOperator(nn.Module):
     """Base class: a linear operator ``A`` with tracked and certified spectral norm (see the module docstring).
 
@@ -54,13 +64,15 @@ class SpectralOperator(nn.Module):
     sigma: torch.Tensor
 
     def __init__(self, u_shape: tuple[int, ...], max_norm: float | None = None, exact: bool = False,
-                 warm_iters: int = 50) -> None:
+                 orthogonal: bool = False, warm_iters: int = 50) -> None:
         super().__init__()
         check_positive(max_norm=max_norm)
         if exact and max_norm is None:
             raise ValueError("exact=True normalises to max_norm: set max_norm")
+        if orthogonal and not exact:
+            raise ValueError("orthogonal=True needs exact=True (a normalised layer)")
         self.max_norm = None if max_norm is None else float(max_norm)
-        self.exact = bool(exact)
+        self.exact, self.orthogonal = bool(exact), bool(orthogonal)
         self.register_buffer("u", torch.randn(u_shape))
         self.register_buffer("sigma", torch.ones(()))
         self._cert: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight copy, its certified norm)
@@ -68,6 +80,10 @@ class SpectralOperator(nn.Module):
         self._warm_iters = warm_iters
 
     def _start_tracking(self) -> None:
+        if self.orthogonal:
+            with torch.no_grad():
+                w = self.weight.view(len(self.weight), -1)
+                w.copy_(bjorck(w / torch.linalg.matrix_norm(w, 2), iters=30))
         # "before training, we run many iterations of the power method" (Section 6)
         self.update_norm_estimate(n_iters=self._warm_iters)
 
@@ -180,7 +196,17 @@ class SpectralOperator(nn.Module):
         layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c``
         every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.  Returns
         whether it rescaled, as a device tensor (no host synchronisation).
+
+        With ``orthogonal`` the stored weight is also pulled towards a (semi-)orthogonal matrix (Björck
+        iterations from ``A/σ``, a retraction as in Parseval networks): all singular values near 1, so the
+        normalised layer keeps the norm of every signal, not only of its top direction.  The certificate does
+        not depend on it: the forward pass still divides by the certified norm.
         """
+        if self.orthogonal:
+            w = self.weight.view(len(self.weight), -1)
+            w.copy_(bjorck(w / self.sigma.clamp_min(1e-30)))
+            self.sigma.fill_(1.0)
+            return torch.ones((), dtype=torch.bool, device=self.sigma.device)
         if self.max_norm is None:
             return torch.zeros((), dtype=torch.bool, device=self.sigma.device)
         s = self.max_norm / self.sigma.clamp_min(1e-30)
@@ -195,8 +221,8 @@ class SpectralLinear(SpectralOperator):
     """A dense layer ``x ↦ A x + b`` with tracked and certified ``‖A‖₂`` (exact SVD)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, max_norm: float | None = None,
-                 exact: bool = False) -> None:
-        super().__init__((in_features,), max_norm, exact)
+                 exact: bool = False, orthogonal: bool = False) -> None:
+        super().__init__((in_features,), max_norm, exact, orthogonal)
         lin = nn.Linear(in_features, out_features, bias=bias)
         self.weight, self.bias = lin.weight, lin.bias
         self.in_features, self.out_features = in_features, out_features
@@ -227,11 +253,13 @@ class SpectralConv2d(SpectralOperator):
 
     def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int | None = None, bias: bool = True, max_norm: float | None = None,
-                 exact: bool = False) -> None:
+                 exact: bool = False, orthogonal: bool = False) -> None:
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3:
             raise ValueError(f"in_shape must be (C, H, W), got {in_shape}")
-        super().__init__((1, *in_shape), max_norm, exact)
+        if orthogonal and (kernel_size != 1 or stride != 1):
+            raise ValueError("orthogonal=True needs a 1x1 stride-1 convolution (its operator is its channel matrix)")
+        super().__init__((1, *in_shape), max_norm, exact, orthogonal)
         self.in_shape = in_shape
         padding = kernel_size // 2 if padding is None else padding
         conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
