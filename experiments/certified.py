@@ -74,6 +74,8 @@ def main() -> None:
     for e in (0.0, 0.25, 0.5, 1.0):
         bx.plot(table.index, table[e], "o-", label="clean" if e == 0 else f"certified at ε = {e:g}")
     bx.set_xscale("log")
+    bx.set_xticks(list(table.index), [f"{r:g}" for r in table.index])
+    bx.minorticks_off()
     bx.set_xlabel("target radius ε* of the loss (≈ 1/L)")
     bx.set_ylabel("accuracy")
     bx.grid(alpha=0.3)

@@ -8,7 +8,6 @@ import re
 import signal
 import shutil
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path

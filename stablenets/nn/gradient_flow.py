@@ -64,8 +64,7 @@ class GradientFlowBlock(nn.Module):
     def refresh_substeps(self, sigma: float | None = None) -> None:
         """Training sub-step count from the estimate (``sigma``, read from the operator when not given)."""
         sigma = float(self.op.sigma) if sigma is None else sigma
-        norm = sigma if self.op.max_norm is None else min(sigma, self.op.max_norm)
-        self._n_train = substeps_for(norm, self.T, self.k, self.margin)
+        self._n_train = substeps_for(self.op.constrained_norm(sigma), self.T, self.k, self.margin)
 
     @property
     def n_steps(self) -> int:

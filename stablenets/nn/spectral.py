@@ -160,11 +160,11 @@ class SpectralOperator(nn.Module):
         s = self.scale()
         return self.weight if s is None else self.weight * s
 
-    def estimated_norm(self) -> torch.Tensor:
-        """Training estimate of the norm of the map used in the forward pass (``sigma`` after the constraint)."""
+    def constrained_norm(self, sigma: float) -> float:
+        """The norm of the map the training forward applies when the estimate of ``‖A‖`` is ``sigma``."""
         if self.max_norm is None:
-            return self.sigma
-        return torch.full_like(self.sigma, self.max_norm) if self.exact else self.sigma.clamp(max=self.max_norm)
+            return sigma
+        return self.max_norm if self.exact else min(sigma, self.max_norm)
 
     def lipschitz_bound(self) -> float:
         """Certified Lipschitz constant of the eval-mode map: ``‖A‖``, ``min(c, ‖A‖)`` or ``c`` (verified on the
