@@ -27,7 +27,8 @@ def take(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_size: int = 500, seed: int = 0,
-                  clip: tuple[float, float] | None = (0.0, 1.0), robust: torch.Tensor | None = None) -> list[float]:
+                  clip: tuple[float, float] | None = (0.0, 1.0), robust: torch.Tensor | None = None,
+                  progress=None) -> list[float]:
     """AutoAttack (L2) through torchattacks, one ε at a time; ε = 0 is the clean accuracy.
 
     ``robust`` (``(len(eps), N)``, certified pairs) are counted correct without being attacked: no attack
@@ -43,6 +44,8 @@ def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_
         model = torch.nn.Sequential(_Affine(lo, scale), net)
         x = (x - lo) / scale
     accs = []
+    todo_all = [int(len(x) if robust is None else (~robust[k]).sum()) if e > 0 else 0 for k, e in enumerate(eps)]
+    done = 0
     for k, e in enumerate(eps):
         if e == 0:
             accs.append(accuracy(model, x, y))
@@ -56,6 +59,9 @@ def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_
             xa = atk(xt[i:i + batch_size], yt[i:i + batch_size])
             with torch.no_grad():
                 correct += int((model(xa).argmax(1) == yt[i:i + batch_size]).sum())
+            done += len(xa)
+            if progress is not None:
+                progress(done, sum(todo_all))
         accs.append(correct / len(x))
     return accs
 
@@ -146,8 +152,10 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     aa, aa_seconds = None, None
     if attack.get("autoattack"):
         t0 = time.perf_counter()
+        bar = LoopProgress("AutoAttack", progress)
         aa = autoattack_l2(net, x, y, eps, version=attack.get("autoattack_version", "standard"), clip=clip,
-                           robust=robust, batch_size=int(attack.get("batch_size") or 500))
+                           robust=robust, batch_size=int(attack.get("batch_size") or 500), progress=bar.update)
+        bar.close()
         aa_seconds = time.perf_counter() - t0
     rows = []
     for i, e in enumerate(eps):
