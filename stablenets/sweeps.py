@@ -33,6 +33,11 @@ def study_group(group: str, user: list[str]) -> str:
     return group if not changes else f"{group}__{','.join(changes)}".replace("/", "_")
 
 
+def _quoted(value: str) -> str:
+    """``value`` as one Hydra string: a study name holds ``=`` and ``,`` (which would make it a sweep)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Path = "outputs/sweeps") -> Path:
     """Run ``stablenets-train -m <recipe + user overrides> group=<study group>``; return its sweep dir.
 
@@ -41,8 +46,8 @@ def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Pat
     """
     group = study_group(group, user)
     sweep = Path(root) / group
-    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={group}",
-           f"hydra.sweep.dir={sweep}"]
+    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={_quoted(group)}",
+           f"hydra.sweep.dir={_quoted(str(sweep))}"]
     print("$", " ".join(cmd[2:]), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode:

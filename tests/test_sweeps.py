@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from problems import EPS, TINY, cli
 from stablenets.collect import read_sweep
@@ -107,3 +108,22 @@ def test_wandb_offline_run_holds_metrics_config_and_table(tmp_path):
     tables = list((offline[0] / "files").rglob("*.table.json"))
     assert tables and json.loads(tables[0].read_text())["columns"] == ["eps", "pgd_acc", "autoattack_acc", "certified_acc"]
     assert len(json.loads(tables[0].read_text())["data"]) == len(EPS)
+
+
+def test_recipe_with_several_user_overrides_names_one_study(tmp_path, monkeypatch):
+    """A recipe relaunched with overrides that change the study writes to its own dir, named after them —
+    a name holding ``=`` and ``,`` that must reach Hydra as one string, not as a sweep over groups."""
+    from stablenets.sweeps import launch_sweep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    recipe = [*TINY, "seed=0,1", "hydra/launcher=local", "logger=csv"]
+    sweep = launch_sweep(recipe, ["trainer.max_epochs=1", "data.n_train=100", "logger=none"], "tiny",
+                         root=tmp_path / "sweeps")
+    assert sweep.name == "tiny__data.n_train=100,trainer.max_epochs=1"  # logger= says how, not what: not in it
+    runs, _ = read_sweep(sweep)
+    assert len(runs) == 2 and (runs.status == "finished").all()
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert {r["group"] for r in results} == {sweep.name}
+    configs = [yaml.safe_load((p.parent / "config.yaml").read_text()) for p in sweep.glob("*/results.json")]
+    assert [(c["trainer"]["max_epochs"], c["data"]["n_train"], c["logger"]) for c in configs] == [(1, 100, {})] * 2
