@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -128,10 +129,26 @@ def replica_max_diff(module: torch.nn.Module) -> float:
     return float(worst)
 
 
+def _exit_with_parent(period_s: float = 1.0) -> None:
+    """End this rank when the process that launched it (rank 0) is gone — killed, say, by the OOM killer —
+    instead of waiting in a collective until the process group's time-out (30 min)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        print(f"stablenets: DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) is gone; stopping",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main() -> None:
     """A DDP rank > 0: train the run described by the config file (written by rank 0)."""
     from .train import train
 
+    _exit_with_parent()
     train(OmegaConf.load(sys.argv[1]))
 
 

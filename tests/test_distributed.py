@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +94,72 @@ def test_evaluation_runs_where_the_module_is(tmp_path):
     metrics, objects = train(cfg)
     assert objects["task"].device == objects["trainer"].strategy.root_device == torch.device("cpu")
     assert "test/robust_acc/eps_0.1" in metrics
+
+
+def _rank_processes(config: str) -> list[int]:
+    """Pids of the processes whose command line names ``config`` (the extra DDP ranks of one run)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and config in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ddp_run_killed_resumes_to_the_same_result(tmp_path):
+    """Rank 0 killed mid-training: the other rank stops instead of hanging in a collective, and the relaunched
+    job resumes from ``last.ckpt`` on both ranks to the uninterrupted run's results."""
+    args = [*DDP, "data.n_train=2000", "trainer.max_epochs=10", "seed=2"]
+    ref = tmp_path / "ref"
+    _cli(tmp_path, "-m", *args, f"hydra.sweep.dir={ref}")
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "stablenets.train", "-m", *args, f"hydra.sweep.dir={sweep}"]
+    rank0 = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not list(sweep.glob("*/checkpoints/last.ckpt")) and time.time() < deadline and rank0.poll() is None:
+        time.sleep(0.05)
+    assert rank0.poll() is None, "the run ended before it could be killed"
+    (job,) = [p.parent.parent for p in sweep.glob("*/checkpoints/last.ckpt")]
+    others = _rank_processes(str(job / ".ddp" / "config.yaml"))
+    assert others, "no second rank found"
+    os.kill(rank0.pid, signal.SIGKILL)  # rank 0 alone, as the OOM killer would
+    rank0.wait()
+    deadline = time.time() + 20
+    while _rank_processes(str(job / ".ddp" / "config.yaml")) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _rank_processes(str(job / ".ddp" / "config.yaml")), "rank 1 outlived rank 0"
+    assert not (job / "results.json").exists()
+
+    again = _cli(tmp_path, "-m", *args, f"hydra.sweep.dir={sweep}")
+    assert "resuming" in again.stdout
+    (ref_job,) = list(ref.glob("*/results.json"))
+    resumed, reference = (json.loads(p.read_text())["metrics"] for p in (job / "results.json", ref_job))
+    assert resumed["ddp/replica_max_diff"] == 0.0
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "test/lipschitz_bound"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-7), (key, resumed, reference)
+
+
+def test_extra_rank_exits_when_its_launcher_dies(tmp_path):
+    """The watch in every extra rank: with NCCL a dead rank 0 is not noticed by a collective until its
+    30-minute time-out; the rank must end by itself (gloo, above, notices a closed socket anyway)."""
+    child = ("import time, sys; from stablenets.distributed import _exit_with_parent; "
+             "_exit_with_parent(0.1); print('ready', flush=True); time.sleep(60)")
+    parent = ("import subprocess, sys, time; "
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=open({str(tmp_path / 'out')!r}, 'w')); "
+              f"open({str(tmp_path / 'pid')!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    launcher = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.time() + 60
+    while "ready" not in ((tmp_path / "out").read_text() if (tmp_path / "out").exists() else "") and time.time() < deadline:
+        time.sleep(0.05)
+    assert "ready" in (tmp_path / "out").read_text(), "the rank did not start its watch"
+    pid = int((tmp_path / "pid").read_text())
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 10
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "gone"
+    assert status in ("gone", "Z"), f"the extra rank is still running ({status})"
