@@ -84,7 +84,6 @@ def test_cached_bound_follows_every_kind_of_change(tmp_path):
     assert layer.lipschitz_bound() == fresh()
     layer.weight.grad = torch.randn_like(layer.weight)
     torch.optim.Adam([layer.weight], lr=0.5, fused=True).step()
-    assert layer.weight._version == 0 or True  # fused steps need not bump the version
     assert layer.lipschitz_bound() == fresh()
     layer.weight.data.mul_(3.0)
     assert layer.lipschitz_bound() == fresh()
