@@ -106,10 +106,15 @@ def recorded_search_path(run_dir: str | Path) -> list[str]:
     return entries
 
 
+def hydra_quoted(value: str) -> str:
+    """``value`` as one quoted Hydra string: paths and study names may hold spaces, ``,`` and ``=``, which an
+    unquoted override value would parse as a sweep or reject."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def searchpath_override(entries: list[str]) -> str:
-    """``hydra.searchpath=[...]`` for these entries, each quoted (paths may hold spaces, commas, ``=``)."""
-    quoted = ("'" + e.replace("'", "\\'") + "'" for e in entries)
-    return f"hydra.searchpath=[{','.join(quoted)}]"
+    """``hydra.searchpath=[...]`` for these entries, each quoted."""
+    return f"hydra.searchpath=[{','.join(map(hydra_quoted, entries))}]"
 
 
 register_plugin()

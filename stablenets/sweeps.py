@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .search_path import hydra_quoted
+
 #: keys that say where or how a study runs, not what it is (they do not rename the study)
 ENVIRONMENT_KEYS = ("hydra/launcher", "trainer", "trainer.accelerator", "trainer.devices", "trainer.precision",
                     "num_threads", "data.data_dir", "data.download", "logger", "resume")
@@ -33,11 +35,6 @@ def study_group(group: str, user: list[str]) -> str:
     return group if not changes else f"{group}__{','.join(changes)}".replace("/", "_")
 
 
-def _quoted(value: str) -> str:
-    """``value`` as one Hydra string: a study name holds ``=`` and ``,`` (which would make it a sweep)."""
-    return "'" + value.replace("'", "\\'") + "'"
-
-
 def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Path = "outputs/sweeps") -> Path:
     """Run ``stablenets-train -m <recipe + user overrides> group=<study group>``; return its sweep dir.
 
@@ -46,8 +43,8 @@ def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Pat
     """
     group = study_group(group, user)
     sweep = Path(root) / group
-    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={_quoted(group)}",
-           f"hydra.sweep.dir={_quoted(str(sweep))}"]
+    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={hydra_quoted(group)}",
+           f"hydra.sweep.dir={hydra_quoted(str(sweep))}"]
     print("$", " ".join(cmd[2:]), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode:

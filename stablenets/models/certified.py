@@ -30,6 +30,7 @@ from ..nn.activations import GroupSort
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import GradientFlowBlock, NonExpansiveBlock
 from ..nn.isometries import ChannelPad, L2Pool2d
+from ..nn.power import CERT_SLACK, dense_norm_bound
 from ..nn.spectral import SpectralConv2d, SpectralLinear
 from .base import check_count, check_positive
 
@@ -55,8 +56,6 @@ class RowNormalizedLinear(nn.Module):
     @torch.no_grad()
     def lipschitz_bound(self) -> float:
         """``‖Ŵ‖₂`` of the normalised weight the forward pass applies (SVD in float64)."""
-        from ..nn.power import dense_norm_bound
-
         return float(dense_norm_bound(self.effective_weight()))
 
 
@@ -150,5 +149,5 @@ class CertifiedConvNet(nn.Module):
         self.head.eval()
         w = self.head.effective_weight().double()
         self.head.train(was)
-        K = self.body_bound() * (w[:, None] - w[None]).norm(dim=-1) * (1 + 1e-12)
+        K = self.body_bound() * (w[:, None] - w[None]).norm(dim=-1) * (1 + CERT_SLACK)
         return K if self.L is None else K * self.L

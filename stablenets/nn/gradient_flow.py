@@ -70,12 +70,19 @@ class GradientFlowBlock(nn.Module):
     def n_steps(self) -> int:
         if self.training:
             return self._n_train
-        return substeps_for(self.op.lipschitz_bound(), self.T, self.k, self.eval_margin)
+        return self._eval_substeps(self.op.lipschitz_bound())
+
+    def _eval_substeps(self, norm: float) -> int:
+        return substeps_for(norm, self.T, self.k, self.eval_margin)
 
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
-        n = n_steps or self.n_steps
+        if self.training:
+            w, n = self.op.effective_weight(), self._n_train
+        else:  # the applied weight and the step count from one certified check of the weight
+            w, norm = self.op.eval_weight()
+            n = self._eval_substeps(norm)
+        n = n_steps or n
         h = self.T / n
-        w = self.op.effective_weight()
         for _ in range(n):
             x = x - h * self.op.apply_t(self.act(self.op.apply(x, w, self.op.bias)), w)
         return x

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound, dense_ops,
-                    power_iteration, power_method, round_down)
+from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound, power_iteration,
+                    power_method, round_down)
 
 
 def check_positive(**values: float | None) -> None:
@@ -157,8 +157,15 @@ class SpectralOperator(nn.Module):
         return scale, bound
 
     def effective_weight(self) -> torch.Tensor:
+        if not self.training:
+            return self.eval_weight()[0]
         s = self.scale()
         return self.weight if s is None else self.weight * s
+
+    def eval_weight(self) -> tuple[torch.Tensor, float]:
+        """Eval mode: the weight the forward pass applies and the certified bound of its map, from one check."""
+        scale, bound = self._verified()
+        return (self.weight if scale is None else self.weight * scale), bound
 
     def constrained_norm(self, sigma: float) -> float:
         """The norm of the map the training forward applies when the estimate of ``‖A‖`` is ``sigma``."""
@@ -233,9 +240,6 @@ class SpectralLinear(SpectralOperator):
 
     def apply_t(self, v, weight):
         return v @ weight
-
-    def operators(self) -> tuple[Operator, Operator]:
-        return dense_ops(self.weight.detach())
 
     def _certify(self, weight):
         return dense_norm_bound(weight)

@@ -86,14 +86,14 @@ def _lipschitz(net: torch.nn.Module) -> float:
     return float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
 
 
-def _certificate_bound(net: torch.nn.Module, convention: str):
-    """What the certificate needs from the net: its bound ``L`` or, for ``pairwise``, the matrix ``K``."""
+def _certificate_bound(net: torch.nn.Module, convention: str, lipschitz: float):
+    """What the certificate needs from the net: its bound ``lipschitz`` or, for ``pairwise``, the matrix ``K``."""
     if convention == "pairwise":
         if not hasattr(net, "pairwise_lipschitz"):
             raise ValueError(f"certificate=pairwise needs a model with pairwise_lipschitz(); {type(net).__name__} has "
                              "none (use certificate=sqrt2)")
         return net.pairwise_lipschitz()
-    return _lipschitz(net)
+    return lipschitz
 
 
 def audit_certificates(net, x, y, eps: list[float], certified: torch.Tensor, n_pairs: int, seed: int = 0,
@@ -126,7 +126,8 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     eps = [float(e) for e in attack["eps"]]
     clip = attack.get("clip", "auto")
     clip = box if clip == "auto" else (tuple(clip) if clip is not None else None)
-    bound = _certificate_bound(net, convention)
+    lipschitz = _lipschitz(net)
+    bound = _certificate_bound(net, convention, lipschitz)
     chunk = chunk_for(device, attack.get("chunk_size", "auto"))
     pgd_kwargs = dict(n_iter=attack["n_iter"], step_factor=attack.get("step_factor", 2.5),
                       step_size=attack.get("step_size"), clip=clip, loss=attack.get("loss", "ce"),
@@ -139,7 +140,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     certified = certified_mask(logits, y, bound, eps, convention) if certifies else None
     cert = certified.float().mean(1).tolist() if certified is not None else [None] * len(eps)
     # the per-pair certificate is reported beside the sqrt(2) one it improves on
-    sqrt2 = certified_mask(logits, y, _lipschitz(net), eps, "sqrt2").float().mean(1).tolist() \
+    sqrt2 = certified_mask(logits, y, lipschitz, eps, "sqrt2").float().mean(1).tolist() \
         if convention == "pairwise" else None
     robust = certified if attack.get("skip_certified", True) else None  # ε = 0 rows are never attacked
     bar = LoopProgress(f"PGD-{attack['n_iter']} curve", progress)
@@ -163,7 +164,7 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
                      "certified_acc": cert[i]})
         if sqrt2 is not None:
             rows[-1]["certified_sqrt2_acc"] = sqrt2[i]
-    return {"curve": rows, "n_eval": len(x), "lipschitz_bound": _lipschitz(net),
+    return {"curve": rows, "n_eval": len(x), "lipschitz_bound": lipschitz,
             "certificate": convention, "attack": attack.get("name", "pgd_l2"), "pgd_seconds": pgd_seconds,
             "pgd_passes": res.forward_passes, "autoattack_seconds": aa_seconds,
             "certificate_audit": audit}
