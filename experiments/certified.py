@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
+from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.sweeps import launch_sweep  # noqa: E402
 
 EPS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
@@ -81,8 +82,7 @@ def main() -> None:
     bx.grid(alpha=0.3)
     bx.legend(fontsize=7)
     fig.suptitle("Certified robustness on Fashion-MNIST (per-pair certificates)")
-    fig.tight_layout()
-    fig.savefig(sweep / "certified_tradeoff.png", dpi=110)
+    save_figure(fig, sweep / "certified_tradeoff.png")
     print(f"wrote {sweep}/certified_tradeoff.png, certified_table.csv")
     sys.exit(0 if (runs.status == "finished").all() else 1)
 

@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from stablenets.collect import read_sweep
+from stablenets.collect import read_sweep  # noqa: E402
+from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.sweeps import launch_sweep  # noqa: E402
 from stablenets.eval import load_run  # noqa: E402
 from stablenets.robustness import pgd_l2  # noqa: E402
@@ -48,8 +49,7 @@ def figure13(run_dir, out, eps=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0), index: int = 0) -
         for ax in axes[:, j]:
             ax.axis("off")
     fig.suptitle(f"Figure 13: PGD-100 against {cfg.name} (label {int(y)})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
 
 
 def main() -> None:
@@ -82,8 +82,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("Figure 14")
-    fig.tight_layout()
-    fig.savefig(sweep / "fig14_robustness.png", dpi=110)
+    save_figure(fig, sweep / "fig14_robustness.png")
     resnet = runs[(runs.experiment == "fmnist_resnet") & (runs.status == "finished")]
     if len(resnet):
         figure13(sweep / resnet.run_dir.iloc[0], sweep / "fig13_attacks.png")

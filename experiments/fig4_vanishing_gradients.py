@@ -22,7 +22,8 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stablenets.collect import read_sweep
+from stablenets.collect import read_sweep  # noqa: E402
+from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.sweeps import launch_sweep  # noqa: E402
 
 PRESETS = ["fig4_hnn12", "fig4_resnet12", "fig4_mlp12", "fig4_mlp2"]
@@ -57,8 +58,7 @@ def main() -> None:
             print(f"{preset}: Jacobian norms min {jn.filter(like='layer_').min().min():.3g}, "
                   f"max {jn.filter(like='layer_').max().max():.3g}")
     axes[1, 0].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(sweep / "fig4.png", dpi=100)
+    save_figure(fig, sweep / "fig4.png", dpi=100)
     print(f"wrote {sweep / 'fig4.png'} and {sweep / 'fig4_table.csv'}")
     sys.exit(0 if (runs.status == "finished").all() else 1)
 

@@ -1,3 +1,3 @@
-from .figures import plot_curves, plot_decision_boundary, plot_jacobian_norms, plot_point_sets
+from .figures import save_figure, plot_curves, plot_decision_boundary, plot_jacobian_norms, plot_point_sets
 
-__all__ = ["plot_curves", "plot_decision_boundary", "plot_jacobian_norms", "plot_point_sets"]
+__all__ = ["save_figure", "plot_curves", "plot_decision_boundary", "plot_jacobian_norms", "plot_point_sets"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .figures import _save, plt
+from .figures import plt, save_figure
 
 
 def plot_fields_and_rollouts(net, datamodule, pred_long, true_long, path, title: str = ""):
@@ -29,7 +29,7 @@ def plot_fields_and_rollouts(net, datamodule, pred_long, true_long, path, title:
     ax.set_ylim(-1.5 * r, 1.5 * r)
     ax.set_title("long rollouts (grey: true)")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_integrators(x0: float, p0: float, h: float, n: int, path):
@@ -55,7 +55,7 @@ def plot_integrators(x0: float, p0: float, h: float, n: int, path):
     axes[1].set_ylabel("energy")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Figure 3: harmonic oscillator, x0={x0}, p0={p0}, h={h}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_phase_portraits(systems: dict[str, np.ndarray], path):
@@ -70,4 +70,4 @@ def plot_phase_portraits(systems: dict[str, np.ndarray], path):
         ax.plot(0, 0, "k*")
         ax.set_title(f"{name}\neigenvalues {np.round(np.linalg.eigvals(A), 2)}", fontsize=9)
         ax.set_aspect("equal")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -12,11 +12,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _save(fig, path: Path | str) -> Path:
+def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (folders created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -34,7 +35,7 @@ def plot_decision_boundary(net: torch.nn.Module, x2d: torch.Tensor, y: torch.Ten
     ax.scatter(x2d[:, 0], x2d[:, 1], c=np.where(y.numpy() == 1, "tab:red", "tab:blue"), s=6)
     ax.set_title(title)
     ax.set_aspect("equal")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_jacobian_norms(history: Sequence[tuple[int, list[float]]], path, title: str = "", ax=None) -> Path | None:
@@ -52,7 +53,7 @@ def plot_jacobian_norms(history: Sequence[tuple[int, list[float]]], path, title:
     ax.set_title(title)
     if norms.shape[1] <= 12:
         ax.legend(fontsize=6, ncol=2)
-    return _save(ax.figure, path) if own else None
+    return save_figure(ax.figure, path) if own else None
 
 
 def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path, xlabel: str, ylabel: str,
@@ -70,7 +71,7 @@ def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_point_sets(panels: dict[str, dict[str, np.ndarray]], path, title: str = "") -> Path:
@@ -83,4 +84,4 @@ def plot_point_sets(panels: dict[str, dict[str, np.ndarray]], path, title: str =
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
