@@ -1,21 +1,22 @@
 """``stablenets-collect <sweep dir>``: every run of a sweep in one pandas table, plus overlay plots.
 
 Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
-``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``), what
-produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.provenance`; empty for
+``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished`` /
+``damaged``: a file of the run cannot be read, named in ``error``), what produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.provenance`; empty for
 runs written before they were recorded) and metrics — and, when it has a robustness curve, one row per ε
 of ``curves.csv``.  Failed and unfinished runs are listed, never dropped.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-STATUS = ("finished", "failed", "unfinished")
+from .errors import ConfigError
+from .runner.checks import read_json, read_yaml
+
+STATUS = ("finished", "failed", "unfinished", "damaged")
 PROVENANCE = ("version", "git_commit", "git_dirty")  # results.json fields, as written by stablenets.provenance
 
 
@@ -37,10 +38,14 @@ def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     sweep_dir = Path(sweep_dir)
     runs, curves = [], []
     for d in run_dirs(sweep_dir):
-        overrides = parse_overrides(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [])
+        try:  # a damaged file lists its run as damaged, naming the file; the other runs are read as usual
+            overrides = parse_overrides(read_yaml(d / ".hydra" / "overrides.yaml", list) or [])
+            res = read_json(d / "results.json") if (d / "results.json").exists() else None
+        except ConfigError as e:
+            runs.append({"run_dir": str(d.relative_to(sweep_dir)) or ".", "status": "damaged", "error": str(e)})
+            continue
         row = {"run_dir": str(d.relative_to(sweep_dir)) or ".", **overrides}
-        if (d / "results.json").exists():
-            res = json.loads((d / "results.json").read_text())
+        if res is not None:
             row["status"] = "finished"
             row.update({k: res.get(k) for k in PROVENANCE})
             row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(code) > 1:
         print(f"  note: the finished runs come from {len(code)} code versions (columns {', '.join(PROVENANCE)})")
     for _, r in runs[runs.status != "finished"].iterrows():
-        print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status == 'failed' else ''}")
+        print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status in ('failed', 'damaged') else ''}")
     for p in plots:
         print(f"  plot: {p}")
 

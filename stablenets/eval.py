@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import open_dict
 
 from .errors import ConfigError
 from .provenance import provenance
+from .runner.checks import load_checkpoint, read_yaml
 from .reporting import results_part, write_report
 from .search_path import compose_config, recorded_search_path, searchpath_override
 from .train import build_objects, report, write_json
@@ -37,19 +37,22 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
         raise ConfigError(f"{run_dir} is not a run dir: {saved} is missing")
     if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
-    base = yaml.safe_load(saved.read_text()) or []
+    base = read_yaml(saved, list) or []
     search = recorded_search_path(run_dir)
     if search and not any(o.lstrip("+~").startswith("hydra.searchpath=") for o in overrides):
         base.append(searchpath_override(search))
     cfg = compose_config([*base, *overrides])
-    saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    saved_cfg = (read_yaml(run_dir / "config.yaml", dict) or {}) if (run_dir / "config.yaml").exists() else {}
     with open_dict(cfg):  # no Hydra runtime here: take the resolved names from the run
         cfg.paths.output_dir = str(run_dir)
         cfg.name = saved_cfg.get("name", run_dir.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    objects["task"].load_state_dict(state)
+    state = load_checkpoint(ckpt)["state_dict"]
+    try:
+        objects["task"].load_state_dict(state)
+    except RuntimeError as e:  # a checkpoint of another model (config edited after training)
+        raise ConfigError(f"{ckpt} does not fit the run's model: {str(e).splitlines()[0]}") from None
     objects["task"].eval()
     objects["datamodule"].setup("test")
     return cfg, objects

@@ -93,7 +93,9 @@ def recorded_search_path(run_dir: str | Path) -> list[str]:
     path = Path(run_dir) / ".hydra" / "hydra.yaml"
     if not path.is_file():
         return []
-    runtime = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("runtime") or {}
+    from .runner.checks import read_yaml
+
+    runtime = ((read_yaml(path, dict) or {}).get("hydra") or {}).get("runtime") or {}
     cwd = Path(runtime["cwd"]) if runtime.get("cwd") else None
     entries = []
     for src in runtime.get("config_sources") or []:

@@ -31,6 +31,7 @@ from . import progress
 from .progress import ProgressLines
 from .provenance import provenance
 from .reporting import results_part, summary, write_report
+from .runner.checks import check_checkpoint, check_model_size, check_numbers, read_json
 from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
 RESULTS = "results.json"
@@ -50,6 +51,7 @@ def write_json(path: Path, payload: dict) -> None:
 def build_objects(cfg: DictConfig) -> dict[str, Any]:
     """Data module, net and task from the config (no trainer).  Raises :class:`ConfigError` on bad input."""
     check_missing(cfg)
+    check_numbers(cfg)  # nan / inf in any numeric key
     check_settings(cfg)
     check_lipschitz(cfg.lipschitz)
     check_attack(cfg.get("attack"))
@@ -67,6 +69,7 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     elif "L" in params and params["L"].default is inspect.Parameter.empty and cfg.model.get("L") is None:
         raise ConfigError(f"model {cfg.model._target_} needs a Lipschitz bound: set lipschitz.L=<value> or "
                           "lipschitz.relative_to=tikhonov lipschitz.scale=<multiple>")
+    check_model_size(cfg.model, lambda: build("model", cfg.model, **model_kwargs))  # fits in memory?
     torch.manual_seed(cfg.seed)
     net = build("model", cfg.model, **model_kwargs)
     task = build("task", cfg.task, net=net)
@@ -126,7 +129,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out = Path(cfg.paths.output_dir)
     results_path = out / RESULTS
     if cfg.get("resume", True) and _finished(out):
-        saved = json.loads(results_path.read_text())
+        saved = read_json(results_path)
         print(f"stablenets: {out} already finished; skipping (delete {RESULTS} to re-run)")
         return saved["metrics"], {"skipped": True, "results": saved}
     rank_zero = _rank() == 0
@@ -147,6 +150,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                             enable_progress_bar=progress.resolve(cfg.get("progress")) == "bar")
             ckpt = latest_checkpoint(out) if cfg.get("resume", True) else None
             if ckpt and rank_zero:
+                check_checkpoint(ckpt)  # a damaged checkpoint is reported, never trained over
                 print(f"stablenets: resuming {out} from {ckpt}")
             t0 = time.perf_counter()
             trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
