@@ -116,17 +116,19 @@ def check_model_size(node: DictConfig, build_model, memory: int | None = None) -
             if isinstance(v, int) and not isinstance(v, bool) and v > MAX_MODEL_INT:
                 raise ConfigError(f"model.{key}={value} is absurdly large (no layer count, width or channel count "
                                   f"of a model here exceeds {MAX_MODEL_INT:,}); lower it")
-    start = SpectralOperator._start_tracking
-    SpectralOperator._start_tracking = lambda self: None  # reads values: nothing to read on the meta device
+    from ..nn.gradient_flow import GradientFlowBlock
+
+    # the power method's start and the sub-step count read values: there are none on the meta device
+    start, substeps = SpectralOperator._start_tracking, GradientFlowBlock.refresh_substeps
+    SpectralOperator._start_tracking = lambda self: None
+    GradientFlowBlock.refresh_substeps = lambda self, sigma=None: None
     try:
         with torch.device("meta"):
             net = build_model()
-    except ConfigError:
-        raise
     except Exception:  # a model that cannot be built on the meta device is checked by its real build
         return -1
     finally:
-        SpectralOperator._start_tracking = start
+        SpectralOperator._start_tracking, GradientFlowBlock.refresh_substeps = start, substeps
     n = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
     memory = _mem_available() if memory is None else memory
     if memory is not None and n * TRAIN_BYTES_PER_PARAM > memory:
