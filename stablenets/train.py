@@ -32,6 +32,7 @@ from .progress import ProgressLines
 from .provenance import provenance
 from .reporting import results_part, summary, write_report
 from .runner.checks import check_checkpoint, check_model_size, check_numbers, read_json
+from .runner.wandb_curves import log_curve_points
 from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
 RESULTS = "results.json"
@@ -240,6 +241,7 @@ def _log_tables(logger, extra: dict) -> None:
     table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
     logger.experiment.log({"robustness/curve": table,
                            "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps")})
+    log_curve_points(logger.experiment, rows)  # and as points against an ε axis: overlaid across a sweep
 
 
 def _finish_wandb(loggers) -> None:
