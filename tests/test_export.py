@@ -160,3 +160,46 @@ def test_export_cli_errors_are_one_paragraph(tmp_path, capsys):
         main([str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "is not a finished run" in err and "Traceback" not in err
+
+
+# every model config: (input shape, output size, extra constructor arguments)
+MODELS = {"nonexpansive": ((2,), 2, {"L": 2.0}), "conv_nonexpansive": ((1, 28, 28), 10, {}),
+          "certified_conv": ((1, 28, 28), 10, {}), "conv_resnet": ((1, 28, 28), 10, {}), "hnn": ((2,), 2, {}),
+          "hnn_euler": ((2,), 2, {}), "mlp": ((2,), 2, {}), "resnet": ((2,), 2, {}), "invnet": ((4,), 4, {"L": 1.0}),
+          "contracting": ((2,), 2, {}), "lyapunov": ((2,), 2, {}), "vector_field_mlp": ((2,), 2, {})}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_freeze_computes_the_eval_forward_of_every_model(model):
+    """The frozen copy (standard layers, sub-step loops) equals the eval-mode model; torch.export traces it."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from stablenets.runner.export import FlowSteps, freeze
+    from stablenets.search_path import CONF_DIR
+
+    in_shape, out_dim, extra = MODELS[model]
+    node = OmegaConf.load(f"{CONF_DIR}/model/{model}.yaml")
+    torch.manual_seed(0)
+    net = instantiate(node, in_shape=in_shape, out_dim=out_dim, **extra).eval()
+    with torch.no_grad():  # weights far from their initial norms: the eval-mode scales and sub-step counts matter
+        for p in net.parameters():
+            p.mul_(3.0)
+    x = torch.rand(5, *in_shape)
+    frozen = freeze(net)
+    from stablenets.models.certified import RowNormalizedLinear
+    from stablenets.nn.gradient_flow import GradientFlowBlock
+    from stablenets.nn.spectral import SpectralOperator
+
+    assert not [m for m in frozen.modules() if isinstance(m, (SpectralOperator, GradientFlowBlock, RowNormalizedLinear))]
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.equal(frozen(x), ref)
+    if model == "lyapunov":  # its forward differentiates V (autograd.grad), which torch.export cannot trace
+        return
+    with torch.no_grad():
+        program = torch.export.export(frozen, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        assert (program.module()(x) - ref).abs().max() <= 1e-5 * max(1.0, float(ref.abs().max()))
+    blocks = [m for m in frozen.modules() if isinstance(m, FlowSteps)]
+    if model in ("nonexpansive", "conv_nonexpansive"):
+        assert blocks and max(b.n for b in blocks) > 1  # the eval-mode sub-step loop is exported as a loop
