@@ -136,6 +136,7 @@ def test_damaged_file_is_a_clear_error_and_left_as_it_was(outcomes, name):
     root, cases, before, results, _ = outcomes
     module, argv, damaged, needles = cases[name]
     code, output = results[name]["code"], results[name]["output"]
+    print(f"{name} -> exit {code}: {output.strip()}")
     assert code == 2, output[-3000:]
     assert "Traceback" not in output
     for needle in [*needles, *([str(damaged)] if damaged else [])]:
@@ -147,6 +148,7 @@ def test_damaged_file_is_a_clear_error_and_left_as_it_was(outcomes, name):
 
 def test_collect_lists_the_damaged_runs(outcomes):
     root, cases, _, _, collect = outcomes
+    print(collect["output"])
     assert collect["code"] == 0, collect["output"]
     import pandas as pd
 

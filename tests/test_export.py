@@ -42,6 +42,7 @@ def test_exported_logits_and_certificate_equal_the_runs(exported):
     assert checks["max_abs_logit_diff_program"] <= 1e-5
     assert checks["max_abs_logit_diff_onnxruntime"] <= 1e-5
     assert checks["certified_acc_exported"] == checks["certified_acc_run"]
+    assert checks["certified_acc_onnxruntime"] == pytest.approx(checks["certified_acc_run"], abs=2 / checks["n_images"])
     assert checks["certified_acc_run"] == [p["certified_acc"] for p in results["robustness"]["curve"]]
     assert report["lipschitz_bound"] == results["metrics"]["test/lipschitz_bound"]
     assert report["clean_accuracy"] == results["metrics"]["test/acc"]

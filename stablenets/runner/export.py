@@ -233,6 +233,9 @@ def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: i
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ort_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     checks["max_abs_logit_diff_onnxruntime"] = float((torch.from_numpy(ort_logits) - ref).abs().max())
+    if "certified_acc_exported" in checks:
+        checks["certified_acc_onnxruntime"] = certified_accuracy(torch.from_numpy(ort_logits), y, bound, eps,
+                                                                 meta["certificate"])
     if not y.is_floating_point():  # a classifier's labels
         checks["clean_acc_exported"] = float((exported.argmax(1) == y).float().mean())
         checks["clean_acc_onnxruntime"] = float((torch.from_numpy(ort_logits).argmax(1) == y).float().mean())
