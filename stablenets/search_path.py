@@ -79,10 +79,13 @@ class EnvSearchPath(SearchPathPlugin):
 
 
 def register_plugin() -> None:
-    """Make :class:`EnvSearchPath` known to Hydra in this process (idempotent)."""
+    """Make :class:`EnvSearchPath` and the SLURM launcher known to Hydra in this process (idempotent).  The
+    launcher is registered by hand too: Hydra's scan of ``hydra_plugins`` misses it in an editable install."""
     from hydra.core.plugins import Plugins
+    from hydra_plugins.stablenets_launcher.slurm_launcher import SlurmLauncher
 
     Plugins.instance().register(EnvSearchPath)
+    Plugins.instance().register(SlurmLauncher)
 
 
 def recorded_search_path(run_dir: str | Path) -> list[str]:
