@@ -152,14 +152,16 @@ class CheckedSlurmLauncher(SubmititSlurmLauncher):
         if problem:
             print(f"stablenets: error: {problem}", file=sys.stderr)
             sys.exit(2)
-        # as submitit's launcher (hydra_submitit_launcher), up to the wait
+        # as submitit's launcher (hydra_submitit_launcher), up to the wait; a relative submitit_folder is under
+        # the sweep dir (read here: when the launcher is built, a sweep dir named by ${hydra:...} cannot resolve)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        folder = Path(str(self.params["submitit_folder"]))
         init_keys = {"max_num_timeout", "submitit_folder"}
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder if folder.is_absolute() else sweep_dir / folder,
                                          **{f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]})
         baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in baseparams else f"{self._EXECUTOR}_{k}": v
                                       for k, v in self.params.items() if k not in init_keys})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
