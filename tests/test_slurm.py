@@ -96,10 +96,9 @@ def test_request_no_node_can_run_is_refused_before_submission(tmp_path, slurm):
     cpus, mem_mb = int(nodes[0]), int(nodes[1])
     if cpus >= 8 and mem_mb >= 32 * 1024:
         pytest.skip("the node is large enough for the defaults")
-    sweep = tmp_path / "sweep"
+    sweep = tmp_path / "outputs" / "sweeps" / "nonexpansive_swiss_roll"  # the default, named by ${hydra:...}
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}",
-               f"hydra.sweep.dir={sweep}")
+    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}")
     assert proc.returncode == 2 and time.time() - t0 < 60, proc.stderr[-3000:]
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
