@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import open_dict
 
 from .runner.config import build_objects, compose, without_hydra
 from .runner.errors import USER_ERRORS, CertificateError, ConfigError, exit_code
+from .runner.inputs import load_checkpoint, read_yaml
 from .runner.overrides import override_key, override_value
 from .runner.provenance import provenance
 from .runner.record import check_audit
@@ -40,19 +40,22 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
         raise ConfigError(f"{run_dir} is not a run dir: {saved} is missing")
     if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
-    base = yaml.safe_load(saved.read_text()) or []
+    base = read_yaml(saved, list) or []
     search = recorded_search_path(run_dir)
     if search and not any(override_key(o) == "hydra.searchpath" for o in overrides):
         base.append(searchpath_override(search))
     cfg = without_hydra(compose([*base, *overrides], output_dir=run_dir))
-    saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    saved_cfg = (read_yaml(run_dir / "config.yaml", dict) or {}) if (run_dir / "config.yaml").exists() else {}
     with open_dict(cfg):  # the run's own names (a recipe may have set group on its command line)
         cfg.paths.output_dir = str(run_dir)
         cfg.name = saved_cfg.get("name", cfg.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    objects["task"].load_state_dict(state)
+    state = load_checkpoint(ckpt)["state_dict"]
+    try:
+        objects["task"].load_state_dict(state)
+    except RuntimeError as e:  # a checkpoint of another model (config edited after training)
+        raise ConfigError(f"{ckpt} does not fit the run's model: {str(e).splitlines()[0]}") from None
     objects["task"].eval()
     objects["datamodule"].setup("test")
     return cfg, objects
