@@ -30,6 +30,7 @@ from .errors import ConfigError
 from . import progress
 from .progress import ProgressLines
 from .provenance import provenance
+from .runner.numerics import flush_denormals
 from .reporting import results_part, summary, write_report
 from .search_path import CONF_DIR  # conf/ of a checkout or stablenets/conf of a wheel; also registers user dirs
 
@@ -135,6 +136,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         (out / "error.txt").unlink(missing_ok=True)
     loggers: list = []
     try:
+        flush = flush_denormals(cfg.get("flush_denormal", True))  # before torch starts its threads
         objects = build_objects(cfg)  # every config error surfaces here, before any work
         _set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
         if rank_zero:
@@ -173,7 +175,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             _log_tables(lg, extra)
         results = {"metrics": metrics, **extra, "name": cfg.get("name"), "group": cfg.get("group"),
                    "run_id": run_id(out), "overrides": _overrides(), "lipschitz_L": objects["lipschitz_L"],
-                   "resumed_from": str(ckpt) if ckpt else None, **provenance()}
+                   "resumed_from": str(ckpt) if ckpt else None, "flush_denormal": flush, **provenance()}
         write_json(results_path, results)
         violations = int(metrics.get("test/certificate_violations", 0))
         if violations:

@@ -1,0 +1,1 @@
+"""The runner: config building, launching, sweeps, collection, reporting, progress and provenance."""
