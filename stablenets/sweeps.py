@@ -15,7 +15,7 @@ from .search_path import hydra_quoted
 
 #: keys that say where or how a study runs, not what it is (they do not rename the study)
 ENVIRONMENT_KEYS = ("hydra/launcher", "trainer", "trainer.accelerator", "trainer.devices", "trainer.precision",
-                    "num_threads", "data.data_dir", "data.download", "logger", "resume")
+                    "num_threads", "flush_denormal", "data.data_dir", "data.download", "logger", "resume")
 
 
 def _key(override: str) -> str:
