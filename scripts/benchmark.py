@@ -192,7 +192,7 @@ def epoch_section(args, accelerator: str) -> None:
         *_, first, _ = train(preset, [*data, f"trainer.max_epochs={args.epochs}"], accelerator, validate=True)
         held = []
 
-        def prepare(objects):
+        def prepare(objects, late=late, held=held):
             held.append(load_late_state(objects, late) if late else age(objects))
 
         *_, last, _ = train(preset, [*data, "trainer.max_epochs=1"], accelerator, prepare=prepare, validate=True)
