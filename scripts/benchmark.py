@@ -262,13 +262,14 @@ def main() -> None:
         for name, preset in PRESETS.items():
             cfg, objects, timer, power = train(preset, data, accelerator)
             models[name] = (cfg, objects)
-            ep = sum(timer.times) / len(timer.times)
-            stats[name] = (ep, power)
-            print(f"[train] {name:13s} mean epoch {ep:7.2f} s  ({args.n_train / ep:7.0f} images/s)  "
+            ep, cpu = sum(timer.times) / len(timer.times), sum(timer.cpu) / len(timer.cpu)
+            stats[name] = (ep, power, cpu)
+            print(f"[train] {name:13s} mean epoch {ep:7.2f} s (CPU {cpu:.2f} s)  ({args.n_train / ep:7.0f} images/s)  "
                   f"epochs: {', '.join(f'{t:.1f}' for t in timer.times)}")
-        ep_ne, power = stats["nonexpansive"]
+        ep_ne, power, cpu_ne = stats["nonexpansive"]
         n = power.substeps or [0]
-        print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f}")
+        print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f} "
+              f"(CPU time: {cpu_ne / stats['resnet'][2]:.2f})")
         print(f"[train] PowerMethodCallback share of the non-expansive epochs = "
               f"{power.seconds / (ep_ne * args.epochs):.2%} "
               f"({power.iterations / max(1, power.updates):.2f} iterations per layer and step, {power.projections} projections)")
