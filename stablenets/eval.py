@@ -19,6 +19,7 @@ from omegaconf import open_dict
 from .runner.config import build_objects, compose, without_hydra
 from .runner.errors import USER_ERRORS, CertificateError, ConfigError, exit_code
 from .runner.inputs import load_checkpoint, read_yaml
+from .runner.numerics import flush_denormals
 from .runner.overrides import override_key, override_value
 from .runner.provenance import provenance
 from .runner.record import check_audit
@@ -88,6 +89,8 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     a new ``<run dir>/eval/<time>/``) and return the results: ``metrics``, the robustness curve when an
     attack is set, ``overrides``, the device and the version fields of :mod:`stablenets.runner.provenance`."""
     overrides = list(overrides)
+    # as in training: subnormals flushed to zero, set before torch starts its threads (flush_denormal=false: off)
+    flush = flush_denormals(override_value(overrides, "flush_denormal", "true").lower() != "false")
     device = eval_device(overrides)
     cfg, objects = load_run(run_dir, overrides)
     out = Path(output_dir) if output_dir else new_eval_dir(Path(run_dir))
@@ -96,7 +99,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     evaluation = task.evaluate(dm, cfg)
     write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
     results = {"metrics": evaluation.metrics, **evaluation.results(), "overrides": overrides, "device": str(device),
-               **provenance()}
+               "flush_denormal": flush, **provenance()}
     write_json(out / "results.json", results)
     return {**results, "output_dir": str(out), "evaluation": evaluation}
 
