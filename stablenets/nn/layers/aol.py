@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import check_channels, check_image_shape, check_kernel, conv_same, conv_same_norm
+from .base import check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
 
 EPS = 1e-6
 
@@ -73,6 +73,7 @@ class AOLConv2d(nn.Module):
         return self.weight * d[None, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "AOLConv2d")
         return conv_same(x, self.effective_weight(), self.bias, self.padding_mode)
 
     @torch.no_grad()

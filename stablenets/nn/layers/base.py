@@ -25,7 +25,8 @@ def check_image_shape(in_shape) -> tuple[int, int, int]:
 
 def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[int, int, int] | None = None) -> None:
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be an odd integer >= 1 (a shape-preserving convolution), got {kernel_size!r}")
+        raise ValueError(f"kernel_size must be an odd integer >= 1 (a shape-preserving convolution), "
+                         f"got {kernel_size!r}")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if padding_mode == "circular" and in_shape is not None and min(in_shape[1:]) < kernel_size:
@@ -35,6 +36,13 @@ def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[
 def check_channels(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_input(x: torch.Tensor, in_shape: tuple[int, int, int], name: str) -> None:
+    """A convolutional layer's bound holds for the input shape it was built for: refuse any other."""
+    if tuple(x.shape[1:]) != in_shape:
+        raise ValueError(f"{name} was built for inputs of shape {in_shape} (its certified bound is for that shape), "
+                         f"got a batch of shape {tuple(x.shape)}")
 
 
 def conv_same(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None,

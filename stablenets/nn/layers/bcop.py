@@ -1,5 +1,6 @@
 r"""BCOP — Block Convolution Orthogonal Parameterization (Li, Haque, Anil, Lucas, Grosse, Jacobsen, NeurIPS
-2019, Section 4 and Appendix; after Xiao et al. 2018):
+2019, "Preventing Gradient Attenuation in Lipschitz Constrained Convolutional Networks";
+after Xiao et al. 2018):
 
 .. math::  K = H \star B(P_1) \star \dots \star B(P_{k-1}) \star B(P_k)^\top \star \dots \star B(P_{2k-2})^\top,
            \qquad B(P) = [\,P,\; I - P\,]
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_channels, check_image_shape, check_kernel, conv_same, conv_same_norm
+from .base import check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
 
 
 def bjorck_batched(w: torch.Tensor, iters: int) -> torch.Tensor:
@@ -80,6 +81,7 @@ class BCOPConv2d(nn.Module):
         return kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "BCOPConv2d")
         if self.out_channels > self.in_channels:
             x = F.pad(x, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
         z = conv_same(x, self.kernel(), None, self.padding_mode)[:, : self.out_channels]

@@ -1,4 +1,5 @@
-r"""Cayley — orthogonal layers by the Cayley transform (Trockman & Kolter, ICLR 2021, eq. (3) and Section 3).
+r"""Cayley — orthogonal layers by the Cayley transform (Trockman & Kolter, "Orthogonalizing
+Convolutional Layers with the Cayley Transform", ICLR 2021).
 
 .. math::  Q = (I - A)(I + A)^{-1}, \qquad A = -A^H \quad\Rightarrow\quad Q^H Q = I
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_kernel, fourier_apply, kernel_symbol,
+from .base import (check_channels, check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
                    spectral_max_norm)
 
 
@@ -85,6 +86,7 @@ class CayleyConv2d(nn.Module):
         return cayley(self.alpha * w / w.norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "CayleyConv2d")
         y = fourier_apply(x, self.symbol())
         return y if self.bias is None else y + self.bias[:, None, None]
 

@@ -1,4 +1,5 @@
-r"""CPL — the Convex Potential Layer (Meunier, Delattre, Araujo, Allauzen, ICML 2022, eq. (8) / Prop. 3):
+r"""CPL — the Convex Potential Layer (Meunier, Delattre, Araujo, Allauzen, "A Dynamical System Perspective for
+Lipschitz Neural Networks", ICML 2022):
 
 .. math::  x \mapsto x - \frac{2}{\|W\|_2^2} W^\top \sigma(Wx + b)
 
@@ -16,10 +17,12 @@ As every tracked operator, the estimate is advanced by ``PowerMethodCallback`` a
 """
 from __future__ import annotations
 
+import torch
+
 from ..activations import get_activation
 from ..gradient_flow import GradientFlowBlock
 from ..spectral import SpectralConv2d, SpectralLinear
-from .base import check_channels, check_image_shape, check_kernel
+from .base import check_channels, check_image_shape, check_input, check_kernel
 
 
 def _step(activation: str, margin: float) -> float:
@@ -37,7 +40,8 @@ class CPLLinear(GradientFlowBlock):
         check_channels("in_features", in_features)
         check_channels("hidden", hidden)
         if out_features not in (None, in_features):
-            raise ValueError(f"CPL is residual: out_features must equal in_features ({in_features}), got {out_features}")
+            raise ValueError(f"CPL is residual: out_features must equal in_features ({in_features}), "
+                             f"got {out_features}")
         op = SpectralLinear(in_features, hidden or in_features, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
         self.in_features = self.out_features = in_features
@@ -53,7 +57,12 @@ class CPLConv2d(GradientFlowBlock):
         check_kernel(kernel_size)
         check_channels("hidden", hidden)
         if out_channels not in (None, in_shape[0]):
-            raise ValueError(f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}")
+            raise ValueError(f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), "
+                             f"got {out_channels}")
         op = SpectralConv2d(in_shape, hidden or in_shape[0], kernel_size, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
         self.in_shape = self.out_shape = in_shape
+
+    def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        check_input(x, self.in_shape, "CPLConv2d")
+        return super().forward(x, n_steps)

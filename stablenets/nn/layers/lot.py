@@ -1,9 +1,9 @@
-r"""LOT — Layer-wise Orthogonal Training (Xu, Li, Li, NeurIPS 2022, eq. (3)-(5)):
+r"""LOT — Layer-wise Orthogonal Training (Xu, Li, Li, NeurIPS 2022):
 
 .. math::  Q = V (V^H V)^{-1/2}
 
 has orthonormal columns for any full-column-rank ``V`` (``m < n``: ``(V Vᴴ)^{-1/2} V``, orthonormal rows).
-The inverse square root is computed by the coupled Newton–Schulz iteration of the paper (eq. (5)): with
+The inverse square root is computed by the coupled Newton–Schulz iteration the paper uses: with
 ``S = VᴴV/c``, ``c = ‖VᴴV‖_F``, ``Y₀ = S``, ``Z₀ = I``,
 
 .. math::  T_t = \tfrac12 (3I - Z_t Y_t), \qquad Y_{t+1} = Y_t T_t, \qquad Z_{t+1} = T_t Z_t
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_kernel, fourier_apply, kernel_symbol,
+from .base import (check_channels, check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
                    spectral_max_norm)
 
 
@@ -100,6 +100,7 @@ class LOTConv2d(nn.Module):
         return orthonormalize(kernel_symbol(self.weight, self.in_shape), iters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "LOTConv2d")
         y = fourier_apply(x, self.symbol())
         return y if self.bias is None else y + self.bias[:, None, None]
 

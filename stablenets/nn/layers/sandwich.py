@@ -1,4 +1,5 @@
-r"""Sandwich — the 1-Lipschitz sandwich layer (Wang & Manchester, ICML 2023, eq. (9) and Theorem 3.1):
+r"""Sandwich — the 1-Lipschitz sandwich layer (Wang & Manchester, "Direct Parameterization of
+Lipschitz-Bounded Deep Networks", ICML 2023):
 
 .. math::  x \mapsto \sqrt2 A^\top \Psi \,\sigma\big(\sqrt2\, \Psi^{-1} B x + b\big), \qquad
            [\,A \;\; B\,] = \mathrm{cayley}(\alpha W/\|W\|_F), \quad \Psi = \mathrm{diag}(e^{\psi})

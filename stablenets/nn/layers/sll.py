@@ -1,10 +1,11 @@
-r"""SLL — SDP-based Lipschitz Layers (Araujo, Havens, Delattre, Allauzen, Hu, ICLR 2023, Theorem 3 / eq. (9)):
+r"""SLL — SDP-based Lipschitz Layers (Araujo, Havens, Delattre, Allauzen, Hu, "A Unified Algebraic Perspective on
+Lipschitz Neural Networks", ICLR 2023):
 
 .. math::  x \mapsto x - 2\, W^\top T^{-1} \sigma(Wx + b), \qquad
            T = \mathrm{diag}(t), \quad t_i = \sum_j |W W^\top|_{ij} \, \frac{q_j}{q_i}
 
 with ``W ∈ R^{hidden×n}`` (``Wx`` a stride-1 'same' convolution in :class:`SLLConv2d`, ``Wᵀ`` its
-adjoint) and learned ``q > 0`` (stored as ``log q``).  By the Gershgorin-type Lemma of the paper, ``T ⪰ WWᵀ``,
+adjoint) and learned ``q > 0`` (stored as ``log q``).  By the paper's Gershgorin argument, ``T ⪰ WWᵀ``,
 which makes the layer 1-Lipschitz for σ slope-restricted in ``[0, 1]`` (ReLU).  For the convolution,
 ``WWᵀ`` is itself a convolution on the hidden channels (the kernel correlated with itself, ``2k−1`` taps),
 and ``t_i`` sums the absolute values of all its taps of row ``i``.  ``t + eps`` is used (``eps`` only
@@ -25,7 +26,8 @@ from torch import nn
 
 from ..activations import get_activation
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_kernel, conv_same, conv_same_adjoint, conv_same_norm)
+from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint,
+                   conv_same_norm)
 
 
 def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -64,7 +66,8 @@ class SLLLinear(_SLL):
         check_channels("in_features", in_features)
         check_channels("hidden", hidden)
         if out_features not in (None, in_features):
-            raise ValueError(f"SLL is residual: out_features must equal in_features ({in_features}), got {out_features}")
+            raise ValueError(f"SLL is residual: out_features must equal in_features ({in_features}), "
+                             f"got {out_features}")
         hidden = hidden or in_features
         self.in_features = self.out_features = in_features
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(hidden, in_features)))
@@ -96,7 +99,8 @@ class SLLConv2d(_SLL):
         check_kernel(kernel_size, padding_mode, in_shape)
         check_channels("hidden", hidden)
         if out_channels not in (None, in_shape[0]):
-            raise ValueError(f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}")
+            raise ValueError(f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), "
+                             f"got {out_channels}")
         hidden = hidden or in_shape[0]
         self.in_shape = self.out_shape = in_shape
         self.padding_mode = padding_mode
@@ -111,6 +115,7 @@ class SLLConv2d(_SLL):
         return _t_inverse(wwt.abs().sum((2, 3)), self.log_q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "SLLConv2d")
         z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * self.t_inverse()[:, None, None]
         return x - 2 * conv_same_adjoint(z, self.weight, self.padding_mode)
 

@@ -1,4 +1,4 @@
-r"""SOC — Skew Orthogonal Convolutions (Singla & Feizi, ICML 2021, Theorem 2 and eq. (4)):
+r"""SOC — Skew Orthogonal Convolutions (Singla & Feizi, ICML 2021):
 
 .. math::  x \mapsto \exp(L)\,x + b \approx \sum_{k=0}^{K} \frac{L^k x}{k!}, \qquad L = -L^\top
 
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..power import CERT_SLACK, dense_norm_bound
-from .base import (check_channels, check_image_shape, check_kernel, conv_same, conv_same_norm, flip_transpose)
+from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
+                   flip_transpose)
 
 
 def exp_series_tail(l: float, K: int) -> float:
@@ -199,5 +200,6 @@ class SOCConv2d(_SOC):
         return bool(torch.equal(flip_transpose(skew), -skew))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_shape, "SOCConv2d")
         z = self._series(x, dim=1)
         return z if self.bias is None else z + self.bias[:, None, None]
