@@ -17,8 +17,8 @@ from problems import CONF, compose_cfg
 from stablenets.nn.activations import GroupSort
 from stablenets.nn.bounds import lipschitz_bound
 from stablenets.nn.layers import (FAMILIES, AOLConv2d, AOLLinear, BCOPConv2d, CayleyConv2d, CayleyLinear, CPLConv2d,
-                                  CPLLinear, LOTConv2d, LOTLinear, SandwichLinear, SLLConv2d, SLLLinear, SOCConv2d,
-                                  SOCLinear)
+                                  CPLLinear, LOTConv2d, LOTLinear, SandwichConv2d, SandwichLinear, SLLConv2d,
+                                  SLLLinear, SOCConv2d, SOCLinear)
 from stablenets.nn.layers.soc import exp_series_tail
 from stablenets.robustness import empirical_lipschitz
 
@@ -44,6 +44,7 @@ LAYERS = [
     ("bcop-conv", lambda: BCOPConv2d(SHAPE, 3), SHAPE),
     ("bcop-conv-zeros", lambda: BCOPConv2d(SHAPE, padding_mode="zeros"), SHAPE),
     ("sandwich-dense", lambda: SandwichLinear(DIM, 4), (DIM,)),
+    ("sandwich-conv", lambda: SandwichConv2d(SHAPE, 3), SHAPE),
 ]
 # families that claim ||f(x) - f(y)|| = ||x - y||: equal or more channels out, circular where the method is
 ORTHOGONAL = ["soc-dense", "soc-conv", "cayley-dense", "cayley-conv", "lot-dense", "lot-conv", "bcop-conv"]
@@ -148,7 +149,8 @@ def test_soc_bound_describes_eval_mode_even_when_training():
 
 
 @pytest.mark.parametrize("name", ["cpl-conv", "sll-conv", "aol-conv", "soc-conv", "cayley-conv", "lot-conv",
-                                  "bcop-conv", "sll-dense", "sandwich-dense", "aol-dense"])
+                                  "bcop-conv", "sll-dense", "sandwich-dense", "sandwich-conv",
+                                  "aol-dense"])
 def test_bound_composes_through_the_bound_rules(name):
     layer, shape = _layer(name)
     layer.eval()

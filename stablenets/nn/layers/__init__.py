@@ -8,7 +8,7 @@ defines both (the families compared by Prach, Brau, Buttazzo & Lampert, "1-Lipsc
 * ``cayley``   — Cayley transform, per frequency for convolutions (circular);
 * ``lot``      — ``V(VᴴV)^(-1/2)`` by Newton–Schulz, per frequency for convolutions (circular);
 * ``bcop``     — block convolution orthogonal parameterization (convolution only);
-* ``sandwich`` — the sandwich layer ``√2AᵀΨσ(√2Ψ⁻¹Bx + b)`` (dense only).
+* ``sandwich`` — the sandwich layer ``√2AᵀΨσ(√2Ψ⁻¹Bx + b)``, per frequency for convolutions (circular).
 
 Common signature: dense ``Family Linear(in_features, out_features=None, ...)``; convolutional
 ``Family Conv2d(in_shape, out_channels=None, kernel_size=3, ...)`` on inputs of shape ``in_shape = (C, H, W)``
@@ -21,7 +21,7 @@ from .bcop import BCOPConv2d
 from .cayley import CayleyConv2d, CayleyLinear
 from .cpl import CPLConv2d, CPLLinear
 from .lot import LOTConv2d, LOTLinear
-from .sandwich import SandwichLinear
+from .sandwich import SandwichConv2d, SandwichLinear
 from .sll import SLLConv2d, SLLLinear
 from .soc import SOCConv2d, SOCLinear
 
@@ -34,9 +34,9 @@ FAMILIES = {
     "cayley": (CayleyLinear, CayleyConv2d),
     "lot": (LOTLinear, LOTConv2d),
     "bcop": (None, BCOPConv2d),
-    "sandwich": (SandwichLinear, None),
+    "sandwich": (SandwichLinear, SandwichConv2d),
 }
 
 __all__ = ["FAMILIES", "AOLConv2d", "AOLLinear", "BCOPConv2d", "CayleyConv2d", "CayleyLinear", "CPLConv2d",
-           "CPLLinear", "LOTConv2d", "LOTLinear", "SandwichLinear", "SLLConv2d", "SLLLinear", "SOCConv2d",
-           "SOCLinear"]
+           "CPLLinear", "LOTConv2d", "LOTLinear", "SandwichConv2d", "SandwichLinear", "SLLConv2d", "SLLLinear",
+           "SOCConv2d", "SOCLinear"]
