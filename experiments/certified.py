@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
 from stablenets.plotting import save_figure  # noqa: E402
-from stablenets.sweeps import launch_sweep  # noqa: E402
+from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 
 EPS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
 PEER = {"run": "deel-torchlip (HKR)", "certified": [0.884, 0.807, 0.641, 0.450, 0.301, 0.224],

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
 from stablenets.plotting import save_figure  # noqa: E402
-from stablenets.sweeps import launch_sweep  # noqa: E402
+from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 from stablenets.eval import load_run  # noqa: E402
 from stablenets.robustness import pgd_l2  # noqa: E402
 

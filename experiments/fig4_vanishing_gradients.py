@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
 from stablenets.plotting import save_figure  # noqa: E402
-from stablenets.sweeps import launch_sweep  # noqa: E402
+from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 
 PRESETS = ["fig4_hnn12", "fig4_resnet12", "fig4_mlp12", "fig4_mlp2"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stablenets.dynamics.integrators import (energy, euler_energy_closed_form, explicit_euler, linear_systems,
+from stablenets.systems.integrators import (energy, euler_energy_closed_form, explicit_euler, linear_systems,
                                              symplectic_energy_bounds, symplectic_euler)
 from stablenets.plotting.dynamics import plot_integrators, plot_phase_portraits
 

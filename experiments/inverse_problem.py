@@ -20,7 +20,7 @@ import torch
 
 from stablenets.baselines import grid_search, lipschitz_of_tau, reconstruct, tau_for_lipschitz
 from stablenets.collect import read_sweep
-from stablenets.sweeps import launch_sweep
+from stablenets.runner.sweeps import launch_sweep
 from stablenets.plotting import plot_curves, plot_point_sets
 
 SCALES = {"L*/3": 1 / 3, "L*": 1.0, "3L*": 3.0}
@@ -28,13 +28,10 @@ SCALES = {"L*/3": 1 / 3, "L*": 1.0, "3L*": 3.0}
 
 def data_module(overrides: list[str]):
     """The runs' data module, composed from the same config (it is seeded: the same sets)."""
-    from hydra import compose, initialize_config_dir
+    from stablenets.api import compose
+    from stablenets.runner.config import build
 
-    from stablenets.config import build
-    from stablenets.train import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=inverse_invnet", *overrides])
+    cfg = compose(["experiment=inverse_invnet", *overrides])
     dm = build("data", cfg.data, seed=cfg.seed)
     dm.setup()
     return dm

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from stablenets.collect import read_sweep
-from stablenets.sweeps import launch_sweep
+from stablenets.runner.sweeps import launch_sweep
 
 PRESETS = ["dynamics_vector_field_mlp", "dynamics_lyapunov", "dynamics_contracting"]
 COLS = ["test/trajectory_mse", "test/long_converged_frac", "test/long_final_dist_max", "test/lyapunov_holds_frac",

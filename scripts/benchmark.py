@@ -23,17 +23,17 @@ import argparse
 import tempfile
 import time
 
-import lightning as L
+import lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from stablenets.callbacks import PowerMethodCallback
 from stablenets.nn import GradientFlowBlock
 from stablenets.eval import load_run
 from stablenets.robustness import pgd_l2_plain, robustness_curve
 from stablenets.robustness.curve import chunk_for, take
-from stablenets.train import CONF_DIR, build_objects
+from stablenets.api import compose
+from stablenets.runner.config import build_objects, without_hydra
 
 PRESETS = {"nonexpansive": "fmnist_nonexpansive", "resnet": "fmnist_resnet"}
 
@@ -54,7 +54,7 @@ class TimedPowerMethod(PowerMethodCallback):
         self.substeps += [b.n_steps for b in module.modules() if isinstance(b, GradientFlowBlock)]
 
 
-class EpochTimer(L.Callback):
+class EpochTimer(pl.Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
@@ -66,16 +66,13 @@ class EpochTimer(L.Callback):
 
 
 def train(preset: str, overrides: list[str], accelerator: str = "cpu"):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={preset}", *overrides], return_hydra_config=False)
-    with open_dict(cfg):  # no Hydra runtime here: the run-dir keys need a value, nothing is written there
-        cfg.paths.output_dir = tempfile.gettempdir()
-        cfg.group = cfg.name = preset
+    # the run-dir keys need a value; nothing is written there
+    cfg = without_hydra(compose([f"experiment={preset}", *overrides], output_dir=tempfile.gettempdir()))
     objects = build_objects(cfg)
     power_cfg = {k: v for k, v in cfg.callbacks.power_method.items() if k != "_target_"}
     timer, power = EpochTimer(), TimedPowerMethod(**power_cfg)
-    L.seed_everything(cfg.seed, verbose=False)
-    trainer = L.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
+    pl.seed_everything(cfg.seed, verbose=False)
+    trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         accelerator=accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(objects["task"], datamodule=objects["datamodule"])

@@ -14,6 +14,7 @@ import argparse
 
 import torch
 
+from stablenets.contracts import BoundedBody
 from stablenets.eval import load_run
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
 
@@ -30,9 +31,7 @@ def main() -> None:
     bound = net.lipschitz_bound()
     g = torch.Generator().manual_seed(0)
     parts = {"whole net": (net, bound)}
-    if hasattr(net, "features_bound"):
-        parts["features"] = (net.features, net.features_bound())
-    if hasattr(net, "body_bound"):
+    if isinstance(net, BoundedBody):
         parts["body"] = (net.body, net.body_bound())
     for name, (f, claimed) in parts.items():
         ratio = empirical_lipschitz(f, x[:64], n_pairs=128, ascent_steps=100, generator=g)

@@ -9,18 +9,17 @@
 A run trained here is laid out like a CLI run (``.hydra/``, ``config.yaml``, ``results.json``,
 ``checkpoints/last.ckpt``), so ``stablenets-eval`` and ``stablenets-collect`` read it, and the other way
 round.  User config dirs work as on the command line: ``hydra.searchpath=[file:///abs/my_conf]`` among the
-overrides, or ``STABLENETS_CONFIG_PATH`` (see :mod:`stablenets.search_path`).  Sweeps stay on the CLI
+overrides, or ``STABLENETS_CONFIG_PATH`` (see :mod:`stablenets.runner.search_path`).  Sweeps stay on the CLI
 (``stablenets-train -m``); in Python, loop over :func:`compose` + :func:`train`.
 
 (``stablenets.train`` is the module behind ``stablenets-train``; the function is ``stablenets.api.train``.)
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["compose", "train", "evaluate", "load_run", "load_model"]
 
@@ -32,18 +31,9 @@ def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None)
     carries Hydra's own node (``cfg.hydra``: choices, overrides, search path) next to the run's keys, which
     :func:`train` writes to ``.hydra/`` as the CLI does; edit the run's keys freely before training.
     """
-    from hydra.core.hydra_config import HydraConfig
+    from .runner.config import compose as compose_run
 
-    from .search_path import compose_config
-
-    cfg = compose_config(list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}: the run name in the default run dir
-    out = Path(output_dir if output_dir is not None else cfg.hydra.run.dir).expanduser().absolute()
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.run.dir = str(out)
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_run(overrides, output_dir)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,10 +50,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         return train_run(cfg)
     from hydra.core.hydra_config import HydraConfig
 
+    from .runner.config import without_hydra
+
     HydraConfig.instance().set_config(cfg)
-    task_cfg = copy.deepcopy(cfg)
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
+    task_cfg = without_hydra(cfg)
     out = Path(cfg.hydra.runtime.output_dir)
     _save_hydra_dir(out / cfg.hydra.output_subdir, task_cfg, cfg.hydra)
     return train_run(task_cfg)

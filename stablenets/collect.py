@@ -2,7 +2,7 @@
 
 Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
 ``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``), what
-produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.provenance`; empty for
+produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.runner.provenance`; empty for
 runs written before they were recorded) and metrics — and, when it has a robustness curve, one row per ε
 of ``curves.csv``.  Failed and unfinished runs are listed, never dropped.
 """
@@ -15,16 +15,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .runner.overrides import parse_overrides
+from .runner.provenance import FIELDS as PROVENANCE  # results.json fields naming the code that ran
+from .runner.run_dir import ERROR, RESULTS
+
 STATUS = ("finished", "failed", "unfinished")
-PROVENANCE = ("version", "git_commit", "git_dirty")  # results.json fields, as written by stablenets.provenance
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = value
-    return out
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
@@ -39,17 +34,17 @@ def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for d in run_dirs(sweep_dir):
         overrides = parse_overrides(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [])
         row = {"run_dir": str(d.relative_to(sweep_dir)) or ".", **overrides}
-        if (d / "results.json").exists():
-            res = json.loads((d / "results.json").read_text())
+        if (d / RESULTS).exists():
+            res = json.loads((d / RESULTS).read_text())
             row["status"] = "finished"
             row.update({k: res.get(k) for k in PROVENANCE})
             row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
             for point in (res.get("robustness") or {}).get("curve", []):
                 curves.append({"run_dir": row["run_dir"], **overrides, **point,
                                "certificate": res["robustness"].get("certificate")})
-        elif (d / "error.txt").exists():
+        elif (d / ERROR).exists():
             row["status"] = "failed"
-            lines = [ln for ln in (d / "error.txt").read_text().strip().splitlines() if ln.strip()]
+            lines = [ln for ln in (d / ERROR).read_text().strip().splitlines() if ln.strip()]
             row["error"] = lines[-1] if lines else "unknown error"
         else:
             row["status"] = "unfinished"

@@ -17,17 +17,20 @@ import torch
 import yaml
 from omegaconf import open_dict
 
-from .errors import ConfigError
-from .provenance import provenance
-from .reporting import results_part, write_report
-from .search_path import compose_config, recorded_search_path, searchpath_override
-from .train import build_objects, report, write_json
+from .runner.config import build_objects, compose, without_hydra
+from .runner.errors import USER_ERRORS, CertificateError, ConfigError, exit_code
+from .runner.overrides import override_key, override_value
+from .runner.provenance import provenance
+from .runner.record import check_audit
+from .runner.reporting import print_summary, write_report
+from .runner.run_dir import write_json
+from .runner.search_path import recorded_search_path, searchpath_override
 
 
 def load_run(run_dir: str | Path, overrides: list[str] = ()):
     """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode.
 
-    ``objects`` as :func:`stablenets.train.build_objects` returns them: ``datamodule`` (set up for
+    ``objects`` as :func:`stablenets.runner.config.build_objects` returns them: ``datamodule`` (set up for
     testing), ``net``, ``task``, ``lipschitz_L``.
     """
     run_dir = Path(run_dir)
@@ -39,13 +42,13 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
     base = yaml.safe_load(saved.read_text()) or []
     search = recorded_search_path(run_dir)
-    if search and not any(o.lstrip("+~").startswith("hydra.searchpath=") for o in overrides):
+    if search and not any(override_key(o) == "hydra.searchpath" for o in overrides):
         base.append(searchpath_override(search))
-    cfg = compose_config([*base, *overrides])
+    cfg = without_hydra(compose([*base, *overrides], output_dir=run_dir))
     saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    with open_dict(cfg):  # no Hydra runtime here: take the resolved names from the run
+    with open_dict(cfg):  # the run's own names (a recipe may have set group on its command line)
         cfg.paths.output_dir = str(run_dir)
-        cfg.name = saved_cfg.get("name", run_dir.name)
+        cfg.name = saved_cfg.get("name", cfg.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
@@ -57,11 +60,7 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
 
 def eval_device(overrides: list[str] = ()) -> torch.device:
     """``trainer.accelerator`` among the overrides (``auto`` by default, whatever the run trained on)."""
-    choice = "auto"
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.lstrip("+~") == "trainer.accelerator":
-            choice = value
+    choice = override_value(list(overrides), "trainer.accelerator", "auto")
     if choice not in ("auto", "cpu", "gpu", "cuda"):
         raise ConfigError(f"trainer.accelerator must be auto, cpu or gpu for stablenets-eval, got {choice!r}")
     if choice in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -84,7 +83,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     """Re-evaluate a finished run (:func:`load_run` + the task's evaluation) on ``trainer.accelerator`` (an
     override; ``auto`` by default); write its tables, figures and ``results.json`` to ``output_dir`` (default
     a new ``<run dir>/eval/<time>/``) and return the results: ``metrics``, the robustness curve when an
-    attack is set, ``overrides``, the device and the version fields of :mod:`stablenets.provenance`."""
+    attack is set, ``overrides``, the device and the version fields of :mod:`stablenets.runner.provenance`."""
     overrides = list(overrides)
     device = eval_device(overrides)
     cfg, objects = load_run(run_dir, overrides)
@@ -93,7 +92,8 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     task, dm = objects["task"].to(device), objects["datamodule"]
     evaluation = task.evaluate(dm, cfg)
     write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
-    results = {**results_part(evaluation), "overrides": overrides, "device": str(device), **provenance()}
+    results = {"metrics": evaluation.metrics, **evaluation.results(), "overrides": overrides, "device": str(device),
+               **provenance()}
     write_json(out / "results.json", results)
     return {**results, "output_dir": str(out), "evaluation": evaluation}
 
@@ -105,15 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         results = evaluate(args.run_dir, args.overrides)
-    except ConfigError as e:
+        print_summary(results["metrics"], results["output_dir"], results["evaluation"])
+        check_audit(results["metrics"], Path(results["output_dir"]) / "results.json")
+    except (*USER_ERRORS, CertificateError) as e:
         print(f"stablenets-eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    report(results["metrics"], Path(results["output_dir"]), results["evaluation"])
-    violations = int(results["metrics"].get("test/certificate_violations", 0))
-    if violations:
-        print(f"stablenets-eval: error: the certificate audit broke {violations} certified pairs: a bound is wrong",
-              file=sys.stderr)
-        sys.exit(3)
+        sys.exit(exit_code(e))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_positive
 
-def _check(**values: float) -> None:
-    for name, value in values.items():
-        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be > 0, got {value!r}")
+
 
 
 class CrossEntropy(nn.Module):
@@ -37,7 +35,7 @@ class CrossEntropy(nn.Module):
 class MultiMargin(nn.Module):
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
-        _check(margin=margin)
+        check_positive(margin=margin)
         self.margin = margin
 
     def forward(self, logits, y):
@@ -51,7 +49,7 @@ class OffsetCrossEntropy(nn.Module):
         if (offset is None) == (target_radius is None):
             raise ValueError("set exactly one of offset and target_radius (offset = sqrt(2) * lipschitz * target_radius)")
         offset = math.sqrt(2) * lipschitz * target_radius if offset is None else offset
-        _check(offset=offset, temperature=temperature, lipschitz=lipschitz)
+        check_positive(offset=offset, temperature=temperature, lipschitz=lipschitz)
         self.offset, self.temperature = float(offset), float(temperature)
 
     def forward(self, logits, y):
@@ -64,7 +62,7 @@ class HKR(nn.Module):
         super().__init__()
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        _check(min_margin=min_margin)
+        check_positive(min_margin=min_margin)
         self.alpha, self.min_margin = float(alpha), float(min_margin)
 
     def hinge(self, logits, y):
@@ -89,7 +87,7 @@ class HKR(nn.Module):
 class CertifiedHinge(nn.Module):
     def __init__(self, target_radius: float = 0.5, lipschitz: float = 1.0) -> None:
         super().__init__()
-        _check(target_radius=target_radius, lipschitz=lipschitz)
+        check_positive(target_radius=target_radius, lipschitz=lipschitz)
         self.margin = math.sqrt(2) * lipschitz * target_radius
 
     def forward(self, logits, y):

@@ -10,16 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
+import lightning as pl
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
 from stablenets.models import NonExpansiveNet
 from stablenets.nn import SpectralLinear
-from stablenets.train import CONF_DIR
+from stablenets.api import compose
+from stablenets.runner.search_path import CONF_DIR
 
 CONF = Path(CONF_DIR)
 GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
@@ -82,7 +80,7 @@ def make_cifar_dataset(root: Path, n: int = 20, seed: int = 0) -> Path:
     return root
 
 
-class Pace(L.Callback):
+class Pace(pl.Callback):
     """Sleeps after every training step: a run that takes wall-clock time but little CPU, for tests of time
     limits that should not depend on the machine's speed (``+callbacks.pace._target_=problems.Pace``)."""
 
@@ -95,15 +93,7 @@ class Pace(L.Callback):
 
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/train.yaml`` as the CLI would, with the hydra node set, into ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with read_write(cfg), open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return compose(overrides, output_dir=output_dir)
 
 
 def read_wandb_records(path: Path) -> list:
@@ -162,7 +152,7 @@ def patch_images(n: int = 128, size: int = 12, classes: int = 4, seed: int = 0):
 def fit(net, x, y, optimizer=None, epochs: int = 1, steps: int = -1, batch_size: int = 32, task: str = "classification",
         callback=None):
     """Train ``net`` with the real task and ``PowerMethodCallback``; returns ``(task, callback)``."""
-    import lightning as L
+    import lightning as pl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -175,7 +165,7 @@ def fit(net, x, y, optimizer=None, epochs: int = 1, steps: int = -1, batch_size:
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     callback = callback or PowerMethodCallback(n_iters=1, tol=1e-3, max_iters=20)
-    trainer = L.Trainer(max_epochs=epochs, max_steps=steps, callbacks=[callback], logger=False,
+    trainer = pl.Trainer(max_epochs=epochs, max_steps=steps, callbacks=[callback], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         accelerator="cpu")
     trainer.fit(module, loader)

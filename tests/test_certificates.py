@@ -14,7 +14,9 @@ from stablenets.models import ConvNonExpansiveNet, InvNet, NonExpansiveNet
 from stablenets.nn import SpectralConv2d, SpectralLinear, UnknownLayerError, lipschitz_bound
 from stablenets.nn.power import round_down, round_up
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
-from stablenets.train import CertificateError, build_objects, train
+from stablenets.runner.config import build_objects
+from stablenets.runner.errors import CertificateError
+from stablenets.train import train
 
 TOL = 1 + 1e-4
 OPTIMIZERS = {

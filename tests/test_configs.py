@@ -1,6 +1,7 @@
 """Every option of every config group composes; every (model, data) pair builds and runs one batch."""
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import json
@@ -12,8 +13,9 @@ from hydra.utils import instantiate
 import yaml
 
 from problems import CONF, CONV_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset
-from stablenets.errors import ConfigError
-from stablenets.train import build_objects, train
+from stablenets.runner.config import build_objects
+from stablenets.runner.errors import ConfigError
+from stablenets.train import train
 
 
 def _accepted(target) -> set[str] | None:
@@ -46,8 +48,10 @@ def test_every_option_composes_and_its_keys_are_used(group, option, tmp_path):
         with pytest.raises(Exception, match="(?i)gpu|cuda"):  # refused clearly on a machine without one
             instantiate(cfg.trainer)
     elif group in ("trainer", "logger", "callbacks"):
-        built = [instantiate(n) for n in ([cfg.trainer] if group == "trainer" else cfg[group].values())]
-        assert len(built) >= (0 if option == "none" else 1)
+        nodes = [cfg.trainer] if group == "trainer" else list(cfg[group].values())
+        built = [instantiate(n) for n in nodes]  # each node builds an object of its own target's class
+        assert [type(b).__name__ for b in built] == [n._target_.rpartition(".")[2] for n in nodes]
+        assert (len(built) == 0) == (option == "none")
 
 
 def _pair_overrides(model: str, data: str, root) -> list[str]:
@@ -92,6 +96,26 @@ def test_fast_dev_run_every_pair(model, data, tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["metrics"].keys() == metrics.keys()
     assert any(k.startswith("test/") for k in metrics)
+
+
+@pytest.mark.parametrize("model", GROUP_OPTIONS["model"])
+def test_every_model_takes_module_apply_and_deepcopy(model, tmp_path):
+    """The everyday ``nn.Module`` API works on every model: ``deepcopy`` gives the same function, and
+    ``net.apply(fn)`` (no layer may shadow it) visits every submodule, e.g. to re-initialise it."""
+    cfg = compose_cfg(_pair_overrides(model, _data_for(model)[0], tmp_path), tmp_path / "run")
+    objects = build_objects(cfg)
+    net, dm = objects["net"].eval(), objects["datamodule"]
+    dm.setup()
+    x = dm.test_set.tensors[0][:4]
+    clone = copy.deepcopy(net)
+    with torch.enable_grad():  # the Lyapunov field differentiates V
+        assert torch.equal(net(x), clone(x))
+    visited = []
+    assert net.apply(visited.append) is net
+    assert len(visited) == len(list(net.modules())) > 1
+    net.apply(lambda m: [p.data.zero_() for p in m.parameters(recurse=False)])
+    assert all(not p.any() for p in net.parameters())
+    assert any(p.any() for p in clone.parameters())  # the copy owns its parameters
 
 
 @pytest.mark.parametrize("model", CONV_MODELS)

@@ -145,7 +145,7 @@ def test_ddp_run_killed_resumes_to_the_same_result(tmp_path):
 def test_extra_rank_exits_when_its_launcher_dies(tmp_path):
     """The watch in every extra rank: with NCCL a dead rank 0 is not noticed by a collective until its
     30-minute time-out; the rank must end by itself (gloo, above, notices a closed socket anyway)."""
-    child = ("import time, sys; from stablenets.distributed import _exit_with_parent; "
+    child = ("import time, sys; from stablenets.runner.rank_worker import _exit_with_parent; "
              "_exit_with_parent(0.1); print('ready', flush=True); time.sleep(60)")
     parent = ("import subprocess, sys, time; "
               f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=open({str(tmp_path / 'out')!r}, 'w')); "

@@ -7,7 +7,7 @@ import torch
 from torchdiffeq import odeint
 
 from problems import compose_cfg
-from stablenets.dynamics.integrators import (energy, euler_energy_closed_form, explicit_euler,
+from stablenets.systems.integrators import (energy, euler_energy_closed_form, explicit_euler,
                                              symplectic_energy_bounds, symplectic_euler)
 from stablenets.models import ContractingField, LyapunovStableField
 from stablenets.train import train

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stablenets.loggers import ResumableCSVLogger
+from stablenets.runner.loggers import ResumableCSVLogger
 
 
 def _segment(root, rows) -> None:

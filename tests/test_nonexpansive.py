@@ -60,7 +60,7 @@ def test_nonexpansive_after_training_steps_with_callback():
     net = NonExpansiveNet((4,), 3, depth=3, width=8, T=1.0)
     fit(net, x, y, steps=50)
     for _, m in tracked_modules(net):  # the training estimate kept up with the weights
-        assert float(m.sigma) >= 0.97 * float(m.certified_norm())
+        assert float(m.norm_estimate) >= 0.97 * float(m.certified_norm())
     net.eval()
     assert empirical_lipschitz(net.features, x[:128], n_pairs=256, ascent_steps=60) <= TOL
     assert empirical_lipschitz(net, x[:128], n_pairs=256, ascent_steps=60) <= net.lipschitz_bound() * TOL
@@ -73,9 +73,12 @@ def test_training_substeps_follow_the_estimate_without_reading_it_in_the_forward
     net = NonExpansiveNet((4,), 3, depth=2, width=8)
     fit(net, x, y, optimizer=lambda params: torch.optim.Adam(params, lr=0.3), steps=40)
     for block in net.layers:
-        sigma = float(block.op.sigma)
-        assert block.n_steps == max(1, -(-int(1e9 * block.T * 1.01 * sigma ** 2 / 2) // int(1e9)))
-        assert block.n_steps >= 2  # the large rate inflated the norms: more than one sub-step
+        # eq. (19) with the training margin: h = T/n <= 2/(k (1 + margin) est²), with the fewest sub-steps n
+        limit = 2 / (block.k * (1 + block.margin) * float(block.op.norm_estimate) ** 2)
+        n = block.n_steps
+        assert block.T / n <= limit * (1 + 1e-12)
+        assert n == 1 or block.T / (n - 1) > limit
+        assert n >= 2  # the large rate inflated the norms: more than one sub-step
     net.load_state_dict(net.state_dict())  # a load refreshes the count from the loaded estimate
     assert all(b.n_steps >= 2 for b in net.layers)
 
@@ -86,7 +89,7 @@ def test_conv_net_after_training_steps_with_callback():
     net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4, 6), blocks=1)
     fit(net, x, y, steps=50)
     net.eval()
-    features = net.features_bound()
+    features = net.body_bound()
     assert empirical_lipschitz(net.features, x[:32], n_pairs=64, ascent_steps=40) <= features * TOL
     assert empirical_lipschitz(net, x[:32], n_pairs=64, ascent_steps=40) <= net.lipschitz_bound() * TOL
 
@@ -120,7 +123,7 @@ def test_checkpoint_round_trip(tmp_path):
     restored = ClassificationTask(fresh, optimizer=None)
     restored.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
     for (_, a), (_, b) in zip(tracked_modules(net), tracked_modules(fresh)):
-        assert torch.equal(a.u, b.u) and torch.equal(a.sigma, b.sigma)
+        assert torch.equal(a.u, b.u) and torch.equal(a.norm_estimate, b.norm_estimate)
     assert [b.n_steps for b in net.features if hasattr(b, "n_steps")] == \
         [b.n_steps for b in fresh.features if hasattr(b, "n_steps")]
     net.eval(), fresh.eval()
@@ -160,11 +163,11 @@ def test_lagging_estimate_is_caught_by_the_bound_check():
     with torch.no_grad():
         block.op.weight.mul_(3.0)  # the weight runs away ...
     block.op.update_norm_estimate(n_iters=1)  # ... the warm start barely moves: the estimate lags
-    block.op.sigma.mul_(0.7)
-    assert float(block.op.sigma) < 0.9 * float(block.op.certified_norm())
+    block.op.norm_estimate.mul_(0.7)
+    assert float(block.op.norm_estimate) < 0.9 * float(block.op.certified_norm())
     cb._check_against_bounds(net)
     assert cb.corrections == before + 1
-    assert float(block.op.sigma) >= float(block.op.certified_norm()) / 1.05 and float(block.op.certified_norm()) > 2.5 * true
+    assert float(block.op.norm_estimate) >= float(block.op.certified_norm()) / 1.05 and float(block.op.certified_norm()) > 2.5 * true
     state = cb.state_dict()
     fresh = PowerMethodCallback()
     fresh.load_state_dict(state)
@@ -184,7 +187,7 @@ def test_projection_keeps_the_function_and_the_stored_norm_at_the_cap():
     x = torch.rand(16, 1, 12, 12)
     before = net(x)  # training mode: the forward uses the estimates
     assert bool(lift.project_()) and bool(block.project_())
-    assert float(lift.sigma) == pytest.approx(1.0) and float(block.sigma) == pytest.approx(1.5)
+    assert float(lift.norm_estimate) == pytest.approx(1.0) and float(block.norm_estimate) == pytest.approx(1.5)
     assert torch.allclose(net(x), before, atol=1e-5)
     assert float(lift.certified_norm()) <= 1.03 and float(block.certified_norm()) <= 1.5 * 1.03  # the stored weights
     assert not bool(block.project_())  # nothing left to do
@@ -205,7 +208,7 @@ def test_free_lifts_enter_the_bound():
     net.eval()
     lifts = net.features[0].lipschitz_bound() * net.features[3].lipschitz_bound()
     assert lifts > 1.5  # the lifts are not normalised ...
-    assert net.features_bound() == pytest.approx(lifts / 4)  # ... their norms times the pools' 1/2 bound the features
+    assert net.body_bound() == pytest.approx(lifts / 4)  # ... their norms times the pools' 1/2 bound the features
     features = empirical_lipschitz(net.features, x[:32], n_pairs=64, ascent_steps=40)
-    assert features <= net.features_bound() * TOL
+    assert features <= net.body_bound() * TOL
     assert empirical_lipschitz(net, x[:32], n_pairs=64, ascent_steps=40) <= net.lipschitz_bound() * TOL

@@ -113,7 +113,7 @@ def test_wandb_offline_run_holds_metrics_config_and_table(tmp_path):
 def test_recipe_with_several_user_overrides_names_one_study(tmp_path, monkeypatch):
     """A recipe relaunched with overrides that change the study writes to its own dir, named after them —
     a name holding ``=`` and ``,`` that must reach Hydra as one string, not as a sweep over groups."""
-    from stablenets.sweeps import launch_sweep
+    from stablenets.runner.sweeps import launch_sweep
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))

@@ -11,17 +11,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning as L
+import lightning as pl
+
+from ..checks import check_count
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(pl.Callback):
     def __init__(self, dirpath: str, filename: str = "last.ckpt", every_n_epochs: int = 1) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        check_count(every_n_epochs=every_n_epochs)
         self.path = Path(dirpath) / filename
         self.every_n_epochs = every_n_epochs
 
-    def _save(self, trainer: L.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         tmp = self.path.with_name(self.path.name + ".part")
@@ -31,9 +32,9 @@ class LastCheckpoint(L.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._save(trainer)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
+import lightning as pl
 import torch
 from torch.autograd.functional import jacobian
+
+from ..contracts import HiddenStates
 
 
 def jacobian_norms(net: torch.nn.Module, x: torch.Tensor) -> list[float]:
@@ -28,15 +30,15 @@ def jacobian_norms(net: torch.nn.Module, x: torch.Tensor) -> list[float]:
     return norms
 
 
-class JacobianNormCallback(L.Callback):
+class JacobianNormCallback(pl.Callback):
     def __init__(self, every_n_steps: int = 10, point_index: int = 0, output_dir: str | None = None) -> None:
         self.every, self.point_index, self.output_dir = every_n_steps, point_index, output_dir
         self.history: list[tuple[int, list[float]]] = []
         self._point: torch.Tensor | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        if not hasattr(pl_module.net, "hidden_states") or dm is None or dm.test_set is None:
+        if not isinstance(pl_module.net, HiddenStates) or dm is None or dm.test_set is None:
             return
         dm.setup("test")
         self._point = dm.test_set[self.point_index][0].unsqueeze(0).to(pl_module.device)
@@ -53,7 +55,7 @@ class JacobianNormCallback(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = [(int(s), list(n)) for s, n in state_dict.get("history", [])]
 
-    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> None:
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, log: bool = True) -> None:
         if self.history and self.history[-1][0] == trainer.global_step:
             return
         with torch.enable_grad():
@@ -63,7 +65,7 @@ class JacobianNormCallback(L.Callback):
             pl_module.log_dict({f"jacobian/layer_{j + 1}": v for j, v in enumerate(norms)},
                                on_step=True, on_epoch=False)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.history or self.output_dir is None or not trainer.is_global_zero:
             return
         import pandas as pd

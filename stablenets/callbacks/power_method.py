@@ -24,11 +24,12 @@ are recomputed whenever the weights change (see ``stablenets.nn.spectral``).
 """
 from __future__ import annotations
 
-import lightning as L
+import lightning as pl
 import torch
 
 from ..nn.gradient_flow import GradientFlowBlock
 from ..nn.spectral import SpectralOperator
+from ..ranks import is_distributed
 
 
 def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectralOperator]]:
@@ -39,25 +40,21 @@ def _blocks(module: torch.nn.Module) -> list[tuple[str, GradientFlowBlock]]:
     return [(name, m) for name, m in module.named_modules() if isinstance(m, GradientFlowBlock)]
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-
-
 @torch.no_grad()
 def broadcast_state(ops: list[SpectralOperator]) -> None:
-    """Every rank takes rank 0's ``u`` and ``sigma`` (one collective for all layers)."""
-    if not ops or not _distributed():
+    """Every rank takes rank 0's ``u`` and ``norm_estimate`` (one collective for all layers)."""
+    if not ops or not is_distributed():
         return
-    flat = torch.cat([t.reshape(-1) for m in ops for t in (m.u, m.sigma.reshape(1))])
+    flat = torch.cat([t.reshape(-1) for m in ops for t in (m.u, m.norm_estimate.reshape(1))])
     torch.distributed.broadcast(flat, src=0)
     i = 0
     for m in ops:
-        for t in (m.u, m.sigma):
+        for t in (m.u, m.norm_estimate):
             t.copy_(flat[i:i + t.numel()].view_as(t))
             i += t.numel()
 
 
-class PowerMethodCallback(L.Callback):
+class PowerMethodCallback(pl.Callback):
     def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 20, converge_iters: int = 500,
                  log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
                  project: bool = True) -> None:
@@ -77,7 +74,7 @@ class PowerMethodCallback(L.Callback):
     def projections(self) -> int:
         return 0 if self._projections is None else int(self._projections)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:  # no optimizer step (gradient accumulation)
             return
         self._last_step = trainer.global_step
@@ -93,13 +90,13 @@ class PowerMethodCallback(L.Callback):
         ops = [m for _, m in tracked_modules(module)]
         if not ops:
             return
-        before = torch.stack([m.sigma for m in ops])
+        before = torch.stack([m.norm_estimate for m in ops])
         for _ in range(self.n_iters):
             for m in ops:
                 m.power_step()
         its, moving = self.n_iters, list(range(len(ops)))
         while True:
-            now, prev = torch.stack([torch.stack([m.sigma for m in ops]), before]).tolist()  # one synchronisation
+            now, prev = torch.stack([torch.stack([m.norm_estimate for m in ops]), before]).tolist()  # one synchronisation
             moving = [i for i in moving if abs(now[i] - prev[i]) > self.tol * max(now[i], 1e-12)]
             if its >= self.max_iters or not moving:
                 break
@@ -108,15 +105,15 @@ class PowerMethodCallback(L.Callback):
                 ops[i].power_step()
             its += 1
         self.iterations += its
-        if _distributed():
+        if is_distributed():
             broadcast_state(ops)
-            now = torch.stack([m.sigma for m in ops]).tolist()
+            now = torch.stack([m.norm_estimate for m in ops]).tolist()
         if self.project:
             done = torch.stack([m.project_() for m in ops]).sum()
             self._projections = done if self._projections is None else self._projections + done
-        sigma = {id(m): v for m, v in zip(ops, now)}  # before projection: the same sub-step counts
+        estimates = {id(m): v for m, v in zip(ops, now)}  # before projection: the same sub-step counts
         for _, block in _blocks(module):
-            block.refresh_substeps(sigma.get(id(block.op)))
+            block.refresh_substeps(estimates.get(id(block.op)))
 
     def state_dict(self) -> dict:  # saved in checkpoints: a resumed run checks exactly as an uninterrupted one
         return {"excess": dict(self._excess), "corrections": self.corrections}
@@ -126,12 +123,12 @@ class PowerMethodCallback(L.Callback):
         self.corrections = int(state_dict.get("corrections", 0))
 
     @torch.no_grad()
-    def _check_against_bounds(self, pl_module: L.LightningModule) -> None:
+    def _check_against_bounds(self, pl_module: pl.LightningModule) -> None:
         for name, m in tracked_modules(pl_module):
-            excess = float(m.certified_norm()) / max(float(m.sigma), 1e-12)
+            excess = float(m.certified_norm()) / max(float(m.norm_estimate), 1e-12)
             if excess > self._excess.get(name, 1.0) * (1 + self.check_slack):
                 self._converge(pl_module, m)
-                self._excess[name] = float(m.certified_norm()) / max(float(m.sigma), 1e-12)
+                self._excess[name] = float(m.certified_norm()) / max(float(m.norm_estimate), 1e-12)
                 self.corrections += 1
 
     def _converge(self, module: torch.nn.Module, m: SpectralOperator) -> None:
@@ -141,8 +138,8 @@ class PowerMethodCallback(L.Callback):
             if block.op is m:
                 block.refresh_substeps()
 
-    def _log(self, pl_module: L.LightningModule) -> None:
-        metrics = {f"power/sigma/{name}": float(m.sigma) for name, m in tracked_modules(pl_module)}
+    def _log(self, pl_module: pl.LightningModule) -> None:
+        metrics = {f"power/norm_estimate/{name}": float(m.norm_estimate) for name, m in tracked_modules(pl_module)}
         metrics.update({f"power/n_steps/{name}": float(b.n_steps) for name, b in _blocks(pl_module)})
         if metrics:
             metrics["power/corrections"] = float(self.corrections)
@@ -150,13 +147,13 @@ class PowerMethodCallback(L.Callback):
             pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     @torch.no_grad()
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         gaps = []
         for _, m in tracked_modules(pl_module):
-            before = float(m.sigma)
+            before = float(m.norm_estimate)
             self._converge(pl_module, m)
-            gaps.append(float(m.sigma) / max(before, 1e-12) - 1.0)
+            gaps.append(float(m.norm_estimate) / max(before, 1e-12) - 1.0)
         if gaps:
             pl_module.log("power/gap_max", max(gaps), on_step=False, on_epoch=True, sync_dist=True)

@@ -13,20 +13,22 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterator
 
-import lightning as L
+import lightning as pl
 import torch
 from torch.utils.data import Dataset, TensorDataset
+
+from ..checks import check_count
+from ..ranks import process_group
+
+
+class DataError(ValueError):
+    """The data cannot be had or read: not on disk with no download allowed, a damaged file, too few samples.
+    The runner reports it like a bad config value (one paragraph, exit code 2)."""
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The training order of epoch ``epoch``: a permutation that depends only on ``(seed, epoch)``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class TensorBatches:
@@ -41,7 +43,7 @@ class TensorBatches:
     def _indices(self) -> torch.Tensor:
         n = len(self.dataset)
         order = epoch_order(n, self.seed, self._epoch()) if self.shuffle else torch.arange(n)
-        rank, world = _rank_world()
+        rank, world = process_group()
         shard = order[rank::world]
         return shard[: n // world] if self.shuffle and world > 1 else shard
 
@@ -62,7 +64,7 @@ class TensorBatches:
         return math.ceil(len(self._indices()) / self.batch_size)
 
 
-class TensorDataModule(L.LightningDataModule):
+class TensorDataModule(pl.LightningDataModule):
     """Subclasses fill ``self.train_set``, ``self.val_set``, ``self.test_set`` (``TensorDataset``) in
     :meth:`build` and set ``in_shape`` / ``out_dim`` (what a model needs to know about the data)."""
 
@@ -71,8 +73,7 @@ class TensorDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 128, eval_batch_size: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_count(batch_size=batch_size, eval_batch_size=eval_batch_size)
         self.batch_size, self.seed = batch_size, seed
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_set: Dataset | None = None
@@ -81,6 +82,12 @@ class TensorDataModule(L.LightningDataModule):
 
     def build(self) -> None:
         raise NotImplementedError
+
+    def check_available(self) -> None:
+        """Raise :class:`DataError` naming the options when the data cannot be had (generated data always can)."""
+
+    def figures(self, net, out_dir, title: str = "") -> None:
+        """The data set's own figures of a trained net (e.g. the Swiss roll's decision regions); none by default."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torchdiffeq import odeint
 
-from ..dynamics.systems import SYSTEMS
+from ..systems import SYSTEMS
+from ..checks import check_count, check_positive
 from .base import TensorDataModule
 
 
@@ -24,11 +25,8 @@ class DynamicsDataModule(TensorDataModule):
         super().__init__(**kwargs)
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; allowed: {sorted(SYSTEMS)}")
-        for name, v in dict(n_train_traj=n_train_traj, n_val_traj=n_val_traj, n_test_traj=n_test_traj).items():
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if not (horizon > 0 and dt > 0 and radius > 0):
-            raise ValueError(f"horizon, dt and radius must be > 0, got {horizon}, {dt}, {radius}")
+        check_count(n_train_traj=n_train_traj, n_val_traj=n_val_traj, n_test_traj=n_test_traj)
+        check_positive(horizon=horizon, dt=dt, radius=radius)
         self.system, self.field = system, SYSTEMS[system]
         self.sizes, self.horizon, self.dt, self.radius, self.noise = (n_train_traj, n_val_traj, n_test_traj), horizon, dt, radius, noise
         self.equilibrium = torch.zeros(2)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .base import TensorDataModule
+from ..checks import check_count
+from .base import DataError, TensorDataModule
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -36,12 +36,12 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise ConfigError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
     return arr.reshape(dims)
 
 
@@ -83,10 +83,12 @@ class ImageDataModule(TensorDataModule):
         super().__init__(**kwargs)
         if name not in DATASETS:
             raise ValueError(f"unknown image data set {name!r}; allowed: {sorted(DATASETS)}")
-        for key, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
-            if (v is not None or key == "n_val") and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"data.{key} must be an integer >= 1" + (" (or null: all images)" if key != "n_val" else "")
-                                 + f", got {v!r}")
+        if n_val is None:
+            raise ValueError("data.n_val must be an integer >= 1, got None")
+        try:
+            check_count(**{"data.n_train": n_train, "data.n_val": n_val, "data.n_test": n_test})
+        except ValueError as e:
+            raise ValueError(f"{e} (data.n_train and data.n_test may be null: all images)") from None
         self.name, self.data_dir, self.download, self.search_system = name, data_dir, download, search_system
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.in_shape = DATASETS[name][2]
@@ -105,19 +107,19 @@ class ImageDataModule(TensorDataModule):
         return find_data_dir(self.candidates(), DATASETS[self.name][3])
 
     def check_available(self) -> None:
-        """Raise :class:`ConfigError` naming the options when the data cannot be had."""
+        """Raise :class:`DataError` naming the options when the data cannot be had."""
         if self.locate() is not None or self.download:
             return
         debian = DATASETS[self.name][1]
         if self.data_dir:
             where = Path(os.path.expanduser(str(self.data_dir)))
             state = "does not exist" if not where.exists() else "holds no " + ("CIFAR-10 batches" if DATASETS[self.name][3] == "cifar" else "IDX files")
-            raise ConfigError(
+            raise DataError(
                 f"data.data_dir={self.data_dir} {state} for data set {self.name!r}. Point data.data_dir at a folder "
                 f"with its files, drop data.data_dir to use "
                 + (f"Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian else "")
                 + "or allow the torchvision download into data.data_dir with data.download=true.")
-        raise ConfigError(
+        raise DataError(
             f"data set {self.name!r} not found and download is disabled. Either (1) set data.data_dir to a "
             f"folder with its files (searched: {[str(c) for c in self.candidates()] or 'none'}), "
             + (f"(2) install Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian
@@ -150,7 +152,7 @@ class ImageDataModule(TensorDataModule):
         x_tr, y_tr = self._load_split("train")
         x_te, y_te = self._load_split("test")
         if self.n_val >= len(x_tr):
-            raise ConfigError(f"data.n_val={self.n_val} leaves no training images (the set has {len(x_tr)})")
+            raise DataError(f"data.n_val={self.n_val} leaves no training images (the set has {len(x_tr)})")
         n_tr = len(x_tr) - self.n_val if self.n_train is None else min(self.n_train, len(x_tr) - self.n_val)
         self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])  # validation: the images after the training ones
         self.val_set = self.tensors(x_tr[n_tr:n_tr + self.n_val], y_tr[n_tr:n_tr + self.n_val])

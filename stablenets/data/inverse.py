@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..checks import check_count, check_nonnegative
 from .base import TensorDataModule
 
 
@@ -31,11 +32,8 @@ class InverseProblemDataModule(TensorDataModule):
     def __init__(self, n_train: int = 100, n_val: int = 100, n_test: int = 500, eps: float = 0.25,
                  noise: float = 0.1, spread: float = 0.02, **kwargs) -> None:
         super().__init__(**kwargs)
-        for name, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        check_count(n_train=n_train, n_val=n_val, n_test=n_test)
+        check_nonnegative(noise=noise)
         self.sizes, self.noise, self.spread = (n_train, n_val, n_test), noise, spread
         self.A = forward_operator(eps)
 

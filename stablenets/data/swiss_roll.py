@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..checks import check_count
 from .base import TensorDataModule
 
 
@@ -36,9 +37,7 @@ class SwissRollDataModule(TensorDataModule):
     def __init__(self, n_train: int = 1000, n_val: int = 500, n_test: int = 1000, noise: float = 0.01,
                  turns: float = 1.25, embed_dim: int = 4, **kwargs) -> None:
         super().__init__(**kwargs)
-        for name, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+        check_count(n_train=n_train, n_val=n_val, n_test=n_test)
         if embed_dim not in (2, 4):
             raise ValueError(f"embed_dim must be 2 or 4, got {embed_dim}")
         self.sizes = (n_train, n_val, n_test)

@@ -1,4 +1,4 @@
-"""Common pieces of the models: argument checks and the lift → layers → head stack on flattened inputs."""
+"""Common pieces of the models: the lift → layers → head stack on flattened inputs."""
 from __future__ import annotations
 
 import math
@@ -6,16 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..nn.spectral import check_positive
-
-__all__ = ["check_count", "check_positive", "StackedNet"]
-
-
-def check_count(**values: int | None) -> None:
-    """Raise ``ValueError`` naming the first value that is set but not an integer >= 1 (depth, width, ...)."""
-    for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+__all__ = ["StackedNet"]
 
 
 class StackedNet(nn.Module):

@@ -32,7 +32,7 @@ from ..nn.gradient_flow import GradientFlowBlock, NonExpansiveBlock
 from ..nn.isometries import ChannelPad, L2Pool2d
 from ..nn.power import CERT_SLACK, dense_norm_bound
 from ..nn.spectral import SpectralConv2d, SpectralLinear
-from .base import check_count, check_positive
+from ..checks import check_count, check_positive
 
 LIFTS = ("pad", "conv")
 DOWNSAMPLE = ("unshuffle", "l2pool")
@@ -75,8 +75,7 @@ class CertifiedConvNet(nn.Module):
         if not channels or len(blocks) != len(channels):
             raise ValueError(f"channels and blocks need one entry per stage, got {channels} and {blocks}")
         check_count(hidden_mult=hidden_mult, dense=dense if dense else None, **{f"channels[{i}]": c for i, c in enumerate(channels)})
-        if any(not isinstance(b, int) or b < 0 for b in blocks) or dense_blocks < 0:
-            raise ValueError(f"blocks and dense_blocks must be integers >= 0, got {blocks}, {dense_blocks}")
+        check_count(0, dense_blocks=dense_blocks, **{f"blocks[{i}]": b for i, b in enumerate(blocks)})
         check_positive(T=T)
         for name, value, allowed in (("lift", lift, LIFTS), ("downsample", downsample, DOWNSAMPLE), ("head", head, HEADS),
                                      ("dense_activation", dense_activation, ("groupsort", "none")),

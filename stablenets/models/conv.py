@@ -24,7 +24,7 @@ from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import NonExpansiveConvBlock
 from ..nn.residual import ConvResidualBlock
 from ..nn.spectral import SpectralConv2d, SpectralLinear
-from .base import check_count, check_positive
+from ..checks import check_count, check_positive
 
 
 def _check(in_shape, channels, blocks) -> tuple[int, int, int]:
@@ -42,6 +42,11 @@ class _ConvNet(nn.Module):
         self.in_shape = in_shape
         self.features = nn.Sequential(*stages, nn.Flatten())
         self.head = nn.Linear(feat_dim, out_dim)
+
+    @property
+    def body(self) -> nn.Module:
+        """Everything before the head (the feature extractor)."""
+        return self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -71,17 +76,17 @@ class ConvNonExpansiveNet(_ConvNet):
         if exact:  # 1-Lipschitz head, output scaled by L / (the features' bound): the net is L-Lipschitz
             self.head = SpectralLinear(math.prod(shape), out_dim, max_norm=1.0, exact=True)
             # rounded down, so that the reported bound (features × out_scale, the same product) is <= L
-            self.out_scale = math.nextafter(L / self.features_bound(), 0.0)
+            self.out_scale = math.nextafter(L / self.body_bound(), 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
         return out if self.out_scale is None else self.out_scale * out
 
-    def features_bound(self) -> float:
+    def body_bound(self) -> float:
         return lipschitz_bound(self.features, self.in_shape, "features")
 
     def lipschitz_bound(self) -> float:
-        bound = self.features_bound() * lipschitz_bound(self.head, self.head.weight.shape[1:], "head")
+        bound = self.body_bound() * lipschitz_bound(self.head, self.head.weight.shape[1:], "head")
         return bound if self.out_scale is None else bound * self.out_scale
 
 

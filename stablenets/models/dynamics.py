@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_count, check_positive
+from ..checks import check_count, check_positive
 
 
 def _mlp(d_in: int, d_out: int, width: int, depth: int) -> nn.Sequential:

@@ -3,7 +3,8 @@ steps of a Hamiltonian field (eq. 26, ``integrator='euler'``), between a lift an
 from __future__ import annotations
 
 from ..nn.hamiltonian import HamiltonianEulerBlock, SymplecticEulerBlock
-from .base import StackedNet, check_count, check_positive
+from ..checks import check_count, check_positive
+from .base import StackedNet
 
 INTEGRATORS = {"symplectic": SymplecticEulerBlock, "euler": HamiltonianEulerBlock}
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..nn.gradient_flow import NonExpansiveBlock
 from ..nn.power import round_down
-from .base import check_count, check_positive
+from ..checks import check_count, check_positive
 
 
 class InvNet(nn.Module):

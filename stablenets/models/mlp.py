@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..nn.residual import MLPLayer
-from .base import StackedNet, check_count
+from ..checks import check_count
+from .base import StackedNet
 
 
 class MLP(StackedNet):

@@ -14,7 +14,8 @@ from torch import nn
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import NonExpansiveBlock
 from ..nn.spectral import SpectralLinear
-from .base import StackedNet, check_count, check_positive
+from ..checks import check_count, check_positive
+from .base import StackedNet
 
 
 class NonExpansiveNet(StackedNet):

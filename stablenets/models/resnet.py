@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..nn.residual import ResidualLayer
-from .base import StackedNet, check_count, check_positive
+from ..checks import check_count, check_positive
+from .base import StackedNet
 
 
 class ResNet(StackedNet):

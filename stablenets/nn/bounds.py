@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contracts import LipschitzBounded
 from .power import CERT_SLACK, conv_norm_bound, dense_norm_bound
 
 ONE = (nn.Identity, nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.Dropout, nn.Dropout1d,
@@ -82,7 +83,7 @@ def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _part_bound(module: nn.Module, shape: tuple[int, ...], name: str) -> float:
-    if hasattr(module, "lipschitz_bound"):
+    if isinstance(module, LipschitzBounded):
         return float(module.lipschitz_bound())
     if isinstance(module, ONE):
         return 1.0

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from .activations import get_activation
-from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator, check_positive
+from ..checks import check_nonnegative, check_positive
+from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 
 def substeps_for(norm: float, T: float, k: float, margin: float = 0.0) -> int:
@@ -47,9 +48,7 @@ class GradientFlowBlock(nn.Module):
                  eval_margin: float = 1e-6) -> None:
         super().__init__()
         check_positive(T=T)
-        for name, value in (("margin", margin), ("eval_margin", eval_margin)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_nonnegative(margin=margin, eval_margin=eval_margin)
         self.op = op
         self.T, self.margin, self.eval_margin = float(T), float(margin), float(eval_margin)
         self.activation = activation
@@ -61,10 +60,10 @@ class GradientFlowBlock(nn.Module):
     def max_norm(self) -> float | None:
         return self.op.max_norm
 
-    def refresh_substeps(self, sigma: float | None = None) -> None:
-        """Training sub-step count from the estimate (``sigma``, read from the operator when not given)."""
-        sigma = float(self.op.sigma) if sigma is None else sigma
-        self._n_train = substeps_for(self.op.constrained_norm(sigma), self.T, self.k, self.margin)
+    def refresh_substeps(self, estimate: float | None = None) -> None:
+        """Training sub-step count from the norm estimate (read from the operator when not given)."""
+        estimate = float(self.op.norm_estimate) if estimate is None else estimate
+        self._n_train = substeps_for(self.op.constrained_norm(estimate), self.T, self.k, self.margin)
 
     @property
     def n_steps(self) -> int:
@@ -84,7 +83,7 @@ class GradientFlowBlock(nn.Module):
         n = n_steps or n
         h = self.T / n
         for _ in range(n):
-            x = x - h * self.op.apply_t(self.act(self.op.apply(x, w, self.op.bias)), w)
+            x = x - h * self.op.rmatvec(self.act(self.op.matvec(x, w, self.op.bias)), w)
         return x
 
     def lipschitz_bound(self) -> float:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
-from .spectral import check_positive
+from ..checks import check_positive
 
 
 def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:

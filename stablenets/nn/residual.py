@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
-from .spectral import check_positive
+from ..checks import check_positive
 
 FORMS = ("two_matrix", "one_matrix")
 

@@ -2,9 +2,9 @@ r"""Linear maps whose spectral norm is tracked by the power method and certified
 
 :class:`SpectralLinear` and :class:`SpectralConv2d` own a weight ``A`` (dense, or a convolution on a
 fixed input shape), a bias, the power method's right singular vector estimate ``u`` (a buffer of known
-shape, created in ``__init__`` so that checkpoints restore it) and the running estimate ``sigma``.
+shape, created in ``__init__`` so that checkpoints restore it) and the running estimate ``norm_estimate``.
 
-* **Training** uses ``sigma`` (eq. 31, warm-started; ``PowerMethodCallback`` advances it after every
+* **Training** uses ``norm_estimate`` (eq. 31, warm-started; ``PowerMethodCallback`` advances it after every
   optimizer step).  It approaches ``‖A‖₂`` from below and certifies nothing.
 * **Eval mode** uses :meth:`certified_norm`, an upper bound of ``‖A‖₂`` (exact SVD, or the Fourier symbol
   of the convolution) computed in float64.  It is cached *by content*: the cached value is reused only
@@ -25,21 +25,14 @@ the forward's own arithmetic is what the blocks' ``eval_margin`` covers.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_positive
 from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound, power_iteration,
                     power_method, round_down)
-
-
-def check_positive(**values: float | None) -> None:
-    """Raise ``ValueError`` naming the first value that is set but not a finite number > 0."""
-    for name, value in values.items():
-        if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
@@ -55,13 +48,13 @@ def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
 class SpectralOperator(nn.Module):
     """Base class: a linear operator ``A`` with tracked and certified spectral norm (see the module docstring).
 
-    Subclasses set ``weight``, ``bias`` and implement :meth:`apply`, :meth:`apply_t` and :meth:`_certify`.
+    Subclasses set ``weight``, ``bias`` and implement :meth:`matvec`, :meth:`rmatvec` and :meth:`_certify`.
     """
 
     weight: nn.Parameter
     bias: nn.Parameter | None
     u: torch.Tensor
-    sigma: torch.Tensor
+    norm_estimate: torch.Tensor
 
     def __init__(self, u_shape: tuple[int, ...], max_norm: float | None = None, exact: bool = False,
                  orthogonal: bool = False, warm_iters: int = 50) -> None:
@@ -74,7 +67,7 @@ class SpectralOperator(nn.Module):
         self.max_norm = None if max_norm is None else float(max_norm)
         self.exact, self.orthogonal = bool(exact), bool(orthogonal)
         self.register_buffer("u", torch.randn(u_shape))
-        self.register_buffer("sigma", torch.ones(()))
+        self.register_buffer("norm_estimate", torch.ones(()))
         self._cert: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight copy, its certified norm)
         self._scale: tuple | None = None  # (that certified norm, verified eval scale, bound)
         self._warm_iters = warm_iters
@@ -87,13 +80,19 @@ class SpectralOperator(nn.Module):
         # "before training, we run many iterations of the power method" (Section 6)
         self.update_norm_estimate(n_iters=self._warm_iters)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        old = prefix + "sigma"  # checkpoints written before the estimate was named ``norm_estimate``
+        if old in state_dict and prefix + "norm_estimate" not in state_dict:
+            state_dict[prefix + "norm_estimate"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # -- the operator ----------------------------------------------------------------------------
-    def apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def matvec(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``A x (+ b)`` with the given weight."""
         raise NotImplementedError
 
-    def apply_t(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``Aᵀ v`` with the given weight (the exact adjoint of :meth:`apply` without bias)."""
+    def rmatvec(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ v`` with the given weight (the exact adjoint of :meth:`matvec` without bias)."""
         raise NotImplementedError
 
     def _certify(self, weight: torch.Tensor) -> torch.Tensor:
@@ -102,10 +101,10 @@ class SpectralOperator(nn.Module):
 
     def operators(self) -> tuple[Operator, Operator]:
         w = self.weight.detach()
-        return (lambda u: self.apply(u, w)), (lambda v: self.apply_t(v, w))
+        return (lambda u: self.matvec(u, w)), (lambda v: self.rmatvec(v, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply(x, self.effective_weight(), self.bias)
+        return self.matvec(x, self.effective_weight(), self.bias)
 
     # -- norms -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -125,7 +124,7 @@ class SpectralOperator(nn.Module):
         if self.max_norm is None:
             return None
         if self.training:
-            s = self.max_norm / self.sigma.clamp_min(1e-30)
+            s = self.max_norm / self.norm_estimate.clamp_min(1e-30)
             return s if self.exact else s.clamp(max=1.0)
         return self._verified()[0]
 
@@ -167,11 +166,11 @@ class SpectralOperator(nn.Module):
         scale, bound = self._verified()
         return (self.weight if scale is None else self.weight * scale), bound
 
-    def constrained_norm(self, sigma: float) -> float:
-        """The norm of the map the training forward applies when the estimate of ``‖A‖`` is ``sigma``."""
+    def constrained_norm(self, estimate: float) -> float:
+        """The norm of the map the training forward applies when the estimate of ``‖A‖`` is ``estimate``."""
         if self.max_norm is None:
-            return sigma
-        return self.max_norm if self.exact else min(sigma, self.max_norm)
+            return estimate
+        return self.max_norm if self.exact else min(estimate, self.max_norm)
 
     def lipschitz_bound(self) -> float:
         """Certified Lipschitz constant of the eval-mode map: ``‖A‖``, ``min(c, ‖A‖)`` or ``c`` (verified on the
@@ -183,44 +182,44 @@ class SpectralOperator(nn.Module):
     def update_norm_estimate(self, n_iters: int = 1, tol: float = 0.0, max_iters: int | None = None) -> int:
         """Warm-started power iterations until converged to ``tol`` (reads the estimate on the host)."""
         op, op_t = self.operators()
-        sigma, u, its = power_method(op, op_t, self.u, n_iters=n_iters, tol=tol, max_iters=max_iters)
+        estimate, u, its = power_method(op, op_t, self.u, n_iters=n_iters, tol=tol, max_iters=max_iters)
         self.u.copy_(u)
-        self.sigma.copy_(sigma)
+        self.norm_estimate.copy_(estimate)
         return its
 
     @torch.no_grad()
     def power_step(self) -> None:
         """One warm-started iteration of eq. (31), on the device (no host synchronisation)."""
-        sigma, u = power_iteration(*self.operators(), self.u)
+        estimate, u = power_iteration(*self.operators(), self.u)
         self.u.copy_(u)
-        self.sigma.copy_(sigma)
+        self.norm_estimate.copy_(estimate)
 
     @torch.no_grad()
     def project_(self) -> torch.Tensor:
         """Rescale the stored weight to the norm cap where the estimate exceeds it (exact: always to ``c``).
 
-        The forward pass uses ``A·min(1, c/σ)`` (or ``A·c/σ``), so ``A ← A·c/σ`` and ``σ ← c`` leave the
+        The forward pass uses ``A·min(1, c/σ̂)`` (or ``A·c/σ̂``, ``σ̂`` the estimate), so ``A ← A·c/σ̂`` and ``σ̂ ← c`` leave the
         layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c``
         every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.  Returns
         whether it rescaled, as a device tensor (no host synchronisation).
 
         With ``orthogonal`` the stored weight is also pulled towards a (semi-)orthogonal matrix (Björck
-        iterations from ``A/σ``, a retraction as in Parseval networks): all singular values near 1, so the
+        iterations from ``A/σ̂``, a retraction as in Parseval networks): all singular values near 1, so the
         normalised layer keeps the norm of every signal, not only of its top direction.  The certificate does
         not depend on it: the forward pass still divides by the certified norm.
         """
         if self.orthogonal:
             w = self.weight.view(len(self.weight), -1)
-            w.copy_(bjorck(w / self.sigma.clamp_min(1e-30)))
-            self.sigma.fill_(1.0)
-            return torch.ones((), dtype=torch.bool, device=self.sigma.device)
+            w.copy_(bjorck(w / self.norm_estimate.clamp_min(1e-30)))
+            self.norm_estimate.fill_(1.0)
+            return torch.ones((), dtype=torch.bool, device=self.norm_estimate.device)
         if self.max_norm is None:
-            return torch.zeros((), dtype=torch.bool, device=self.sigma.device)
-        s = self.max_norm / self.sigma.clamp_min(1e-30)
+            return torch.zeros((), dtype=torch.bool, device=self.norm_estimate.device)
+        s = self.max_norm / self.norm_estimate.clamp_min(1e-30)
         if not self.exact:
             s = s.clamp(max=1.0)
         self.weight.mul_(s.to(self.weight.dtype))
-        self.sigma.mul_(s)
+        self.norm_estimate.mul_(s)
         return s != 1.0
 
 
@@ -235,10 +234,10 @@ class SpectralLinear(SpectralOperator):
         self.in_features, self.out_features = in_features, out_features
         self._start_tracking()
 
-    def apply(self, x, weight, bias=None):
+    def matvec(self, x, weight, bias=None):
         return F.linear(x, weight, bias)
 
-    def apply_t(self, v, weight):
+    def rmatvec(self, v, weight):
         return v @ weight
 
     def _certify(self, weight):
@@ -278,10 +277,10 @@ class SpectralConv2d(SpectralOperator):
         return (self.weight.shape[0], conv_output_size(h, k, self.stride, self.padding),
                 conv_output_size(w, k, self.stride, self.padding))
 
-    def apply(self, x, weight, bias=None):
+    def matvec(self, x, weight, bias=None):
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
-    def apply_t(self, v, weight):
+    def rmatvec(self, v, weight):
         return self._ops(weight)[1](v)
 
     def _ops(self, weight) -> tuple[Operator, Operator]:

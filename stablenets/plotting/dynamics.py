@@ -34,7 +34,7 @@ def plot_fields_and_rollouts(net, datamodule, pred_long, true_long, path, title:
 
 def plot_integrators(x0: float, p0: float, h: float, n: int, path):
     """Figure 3: explicit vs symplectic Euler on the harmonic oscillator, with ``E_0(1+h²)^n``."""
-    from ..dynamics.integrators import energy, euler_energy_closed_form, explicit_euler, symplectic_euler
+    from ..systems.integrators import energy, euler_energy_closed_form, explicit_euler, symplectic_euler
 
     e, s = explicit_euler(x0, p0, h, n), symplectic_euler(x0, p0, h, n)
     t = np.arange(n + 1) * h

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ..progress import LoopProgress
+from ..contracts import LipschitzBounded, PairwiseBounded
+from .progress import LoopProgress
 from .certify import certified_mask
 from .pgd import accuracy, pgd_l2, predict
 
@@ -83,13 +84,13 @@ def chunk_for(device: torch.device, chunk_size: int | str | None) -> int | None:
 
 
 def _lipschitz(net: torch.nn.Module) -> float:
-    return float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
+    return float(net.lipschitz_bound()) if isinstance(net, LipschitzBounded) else math.inf
 
 
 def _certificate_bound(net: torch.nn.Module, convention: str, lipschitz: float):
     """What the certificate needs from the net: its bound ``lipschitz`` or, for ``pairwise``, the matrix ``K``."""
     if convention == "pairwise":
-        if not hasattr(net, "pairwise_lipschitz"):
+        if not isinstance(net, PairwiseBounded):
             raise ValueError(f"certificate=pairwise needs a model with pairwise_lipschitz(); {type(net).__name__} has "
                              "none (use certificate=sqrt2)")
         return net.pairwise_lipschitz()

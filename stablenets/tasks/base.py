@@ -4,12 +4,14 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-import lightning as L
+import lightning as pl
 import torch
 from torch import nn
 
+from ..contracts import Evaluation
 
-class Task(L.LightningModule):
+
+class Task(pl.LightningModule):
     """``net`` is a plain ``nn.Module``; ``optimizer`` / ``scheduler`` are partials from the config
     (``_partial_: true``).  A scheduler that needs the run length gets it: ``total_steps`` for
     ``OneCycleLR``, ``T_max`` (in optimizer steps) for ``CosineAnnealingLR``."""
@@ -57,6 +59,11 @@ class Task(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def evaluate(self, datamodule, cfg) -> Evaluation:
+        """What the trained net is judged by after testing (the robustness curve, the Lipschitz search, ...),
+        on the net's own device; a task with nothing to add returns no metrics."""
+        return Evaluation()
 
     def check_optimization(self) -> None:
         """Build the optimizer and scheduler once on a stand-in parameter, so that a bad setting (a negative

@@ -6,6 +6,7 @@ import math
 import torch
 from omegaconf import OmegaConf
 
+from ..contracts import Evaluation, LipschitzBounded
 from ..losses import CrossEntropy
 from ..robustness import robustness_curve
 from .base import Task
@@ -45,11 +46,12 @@ class ClassificationTask(Task):
         self.log_metric(split, "acc", acc, len(y), step=False)
         return loss
 
-    def evaluate(self, datamodule, cfg) -> dict:
+    def evaluate(self, datamodule, cfg) -> Evaluation:
         """Lipschitz bound and robustness curve (when an attack is configured), on the net's device."""
         self.net.eval()
-        metrics, extra = {}, {}
-        if hasattr(self.net, "lipschitz_bound"):
+        evaluation = Evaluation()
+        metrics = evaluation.metrics
+        if isinstance(self.net, LipschitzBounded):
             bound = float(self.net.lipschitz_bound())
             if math.isfinite(bound):
                 metrics["test/lipschitz_bound"] = bound
@@ -59,5 +61,5 @@ class ClassificationTask(Task):
                                    convention=cfg.get("certificate", "sqrt2"), box=getattr(datamodule, "box", None),
                                    progress=cfg.get("progress", "none"))
             metrics.update(curve_metrics(rob))
-            extra["robustness"] = rob
-        return {"metrics": metrics, **extra}
+            evaluation.robustness = rob
+        return evaluation

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..contracts import Evaluation, LyapunovFunction
 from .base import Task
 
 
@@ -34,9 +35,9 @@ class DynamicsTask(Task):
             return odeint(lambda _t, x: self.net(x), x0, t, method="rk4")
 
     # -- after training ---------------------------------------------------------------------------
-    def evaluate(self, datamodule, cfg) -> dict:
+    def evaluate(self, datamodule, cfg) -> Evaluation:
         """Held-out trajectory error, long rollouts (bounded? converging to x̄?), Lyapunov-condition rate;
-        ``rollouts`` holds the long rollouts for the report."""
+        the figures get the long rollouts (``rollouts``)."""
         self.net.eval()
         device = next(self.net.parameters()).device
         x0, x_bar = datamodule.test_x0, datamodule.equilibrium
@@ -51,7 +52,7 @@ class DynamicsTask(Task):
             "test/long_converged_frac": float((final < self.converged_tol).float().mean()),
             "test/long_bounded_frac": float((pred_long.norm(dim=-1).amax(0) < 1e3).float().mean()),
         }
-        if hasattr(self.net, "V"):
+        if isinstance(self.net, LyapunovFunction):
             g = torch.Generator().manual_seed(0)
             xs = ((torch.rand(100_000, 2, generator=g) * 2 - 1) * datamodule.radius * 1.5).to(device)
             v, grad = self.net.V_and_grad(xs)
@@ -59,4 +60,4 @@ class DynamicsTask(Task):
                 field = self.net(xs).detach()
             lhs = (grad * field).sum(-1)
             metrics["test/lyapunov_holds_frac"] = float((lhs <= -self.net.mu * v + 1e-5 * (1 + v.abs())).float().mean())
-        return {"metrics": metrics, "rollouts": {"pred": pred_long, "true": true_long}}
+        return Evaluation(metrics, figures={"rollouts": {"pred": pred_long, "true": true_long}})

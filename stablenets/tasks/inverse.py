@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..baselines import grid_search, reconstruct
+from ..contracts import Evaluation, LipschitzBounded
 from ..robustness import empirical_lipschitz
 from .base import Task
 
@@ -23,9 +24,9 @@ class InverseProblemTask(Task):
         self.log_metric(split, "loss" if split == "train" else "mse", loss, len(y))
         return loss
 
-    def evaluate(self, datamodule, cfg) -> dict:
+    def evaluate(self, datamodule, cfg) -> Evaluation:
         """Test MSE, the Tikhonov baseline on the same data, the bound L and the measured Lipschitz constant;
-        ``reconstructions`` holds the point sets for the report."""
+        the figures get the point sets (``reconstructions``)."""
         self.net.eval()
         device = next(self.net.parameters()).device
         y_tr, x_tr = datamodule.arrays("train")
@@ -43,7 +44,7 @@ class InverseProblemTask(Task):
             "tikhonov/tau_star": tik["tau_star"],
             "tikhonov/L_star": tik["L_star"],
         }
-        if hasattr(self.net, "lipschitz_bound"):
+        if isinstance(self.net, LipschitzBounded):
             metrics["test/lipschitz_bound"] = float(self.net.lipschitz_bound())
-        return {"metrics": metrics, "reconstructions": {"y": y_te, "x": x_te, "pred": pred, "tikhonov": tik_pred,
-                                                        "tau_star": tik["tau_star"]}}
+        return Evaluation(metrics, figures={"reconstructions": {"y": y_te, "x": x_te, "pred": pred, "tikhonov": tik_pred,
+                                                                "tau_star": tik["tau_star"]}})

@@ -7,14 +7,15 @@ underneath but their warnings and errors.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 from typing import Any
 
-import lightning as L
+import lightning as pl
 
-MODES = ("auto", "bar", "lines", "none")
+from ..robustness.progress import MODES, resolve
+
+__all__ = ["MODES", "resolve", "quiet", "ProgressLines"]
 
 # Messages that say nothing about the run: silenced one by one, never by category
 _NOISE = (
@@ -33,15 +34,6 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def resolve(mode: str | None) -> str:
-    mode = "auto" if mode is None else str(mode)
-    if mode not in MODES:
-        raise ValueError(f"progress must be one of {MODES}, got {mode!r}")
-    if mode == "auto":
-        return "bar" if sys.stdout.isatty() else "lines"
-    return mode
-
-
 def _fmt(value: Any) -> str:
     try:
         return f"{float(value):.4g}"
@@ -49,7 +41,7 @@ def _fmt(value: Any) -> str:
         return str(value)
 
 
-class ProgressLines(L.Callback):
+class ProgressLines(pl.Callback):
     """One line at most every ``every`` seconds during training, and one when it ends: epoch, step, the
     latest loss and validation metrics, elapsed seconds, and the sub-step counts of gradient-flow blocks."""
 
@@ -57,26 +49,26 @@ class ProgressLines(L.Callback):
         self.every = every
         self._start = self._last = 0.0
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if time.perf_counter() - self._last >= self.every:
             self._line(trainer, pl_module, batch_idx + 1)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if time.perf_counter() - self._last >= self.every:
             self._line(trainer, pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._line(trainer, pl_module, final=True)
 
-    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: int | None = None,
+    def _line(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: int | None = None,
               final: bool = False) -> None:
         self._last = time.perf_counter()
         if not trainer.is_global_zero:
             return
-        from .nn.gradient_flow import GradientFlowBlock
+        from ..nn.gradient_flow import GradientFlowBlock
 
         m = trainer.callback_metrics
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
@@ -93,31 +85,3 @@ class ProgressLines(L.Callback):
             parts.append(f"sub-steps {','.join(map(str, n))}")
         parts.append(f"{self._last - self._start:.0f} s")
         print(f"stablenets: {'done ' if final else ''}{where}  " + "  ".join(parts), flush=True)
-
-
-class LoopProgress:
-    """Progress of a loop outside the trainer (the robustness curve): ``update(done, total)``."""
-
-    def __init__(self, label: str, mode: str = "auto", every: float = 10.0) -> None:
-        self.label, self.mode, self.every = label, resolve(mode), every
-        self._bar = None
-        self._start = self._last = time.perf_counter()
-
-    def update(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if self.mode == "bar":
-            if self._bar is None:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=self.label, unit="pair", leave=False)
-            self._bar.n = done
-            self._bar.refresh()
-        elif self.mode == "lines" and (now - self._last >= self.every or (done >= total and now - self._start >= self.every)):
-            self._last = now
-            eta = (now - self._start) / max(done, 1) * (total - done)
-            print(f"stablenets: {self.label} {done}/{total} ({done / max(total, 1):.0%}), "
-                  f"{now - self._start:.0f} s, about {eta:.0f} s left", flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

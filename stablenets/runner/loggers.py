@@ -1,4 +1,5 @@
-"""A CSV metrics log that a resumed run continues instead of overwriting.
+"""The run's loggers: built from the ``logger`` group, the results logged at the end, W&B finished; and a
+CSV metrics log that a resumed run continues instead of overwriting.
 
 Lightning's ``CSVLogger`` deletes ``metrics.csv`` when a new process opens the same log dir, so a run that
 is killed, preempted or requeued and then resumed from its checkpoint kept only the metrics of its last
@@ -24,6 +25,60 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from .config import build
+from .run_dir import RunDir
+
+
+def is_wandb(logger_or_target: Any) -> bool:
+    name = logger_or_target if isinstance(logger_or_target, str) else type(logger_or_target).__name__
+    return "Wandb" in name
+
+
+def make_loggers(cfg: DictConfig, run: RunDir) -> list:
+    """Every logger of the ``logger`` group.  W&B runs offline unless ``offline: false``, with an id derived
+    from the run dir (a resumed run continues the same W&B run) and the full resolved config as its config,
+    so that dashboards can group and filter by any key."""
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        wandb = is_wandb(str(node._target_))
+        if wandb:
+            os.environ.setdefault("WANDB_MODE", "offline" if node.get("offline", True) else "online")
+        logger = build(f"logger.{key}", node, **({"id": node.get("id") or run.id} if wandb else {}))
+        if wandb:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(logger)
+    return loggers
+
+
+def log_results(loggers: list, metrics: dict[str, Any], evaluation) -> None:
+    """The final metrics to every logger; the robustness curve to W&B as a table and a line plot."""
+    for lg in loggers:
+        lg.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if is_wandb(lg) and evaluation.robustness is not None:
+            _log_curve(lg, evaluation.robustness)
+
+
+def _log_curve(logger, robustness: dict) -> None:
+    """Robustness curve as a W&B table + line plot (dashboards overlay them across runs)."""
+    import wandb
+
+    rows = robustness["curve"]
+    cols = ["eps", "pgd_acc", "autoattack_acc", "certified_acc"]
+    table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
+    logger.experiment.log({"robustness/curve": table,
+                           "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps")})
+
+
+def finish(loggers: list) -> None:
+    """End the W&B run of this process, if any (the next job of a multirun starts its own)."""
+    if any(is_wandb(lg) for lg in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

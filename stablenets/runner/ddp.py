@@ -3,7 +3,7 @@
 Lightning's own launcher for ``strategy=ddp`` re-executes ``sys.argv`` once per extra process.  Under
 Hydra that re-runs the command line — with ``-m``, the whole sweep, in every process.  So the runner
 launches the extra processes itself, as ``torchrun`` would: it writes the job's resolved config to
-``<run dir>/.ddp/config.yaml`` and starts ``python -m stablenets.distributed <that file>`` once per extra
+``<run dir>/.ddp/config.yaml`` and starts ``python -m stablenets.runner.rank_worker <that file>`` once per extra
 rank, with ``LOCAL_RANK``/``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` set; Lightning then sees
 processes created externally and joins them.  This works the same for a single run, for each job of a
 multirun and from the Python API.  Under SLURM (``SLURM_NTASKS > 1``: one task per device, as the SLURM
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -65,7 +64,7 @@ def local_ddp(cfg: DictConfig, out: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     common = {"WORLD_SIZE": str(n), "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    procs = [subprocess.Popen([sys.executable, "-m", "stablenets.distributed", str(path)],
+    procs = [subprocess.Popen([sys.executable, "-m", "stablenets.runner.rank_worker", str(path)],
                               env={**os.environ, **common, "LOCAL_RANK": str(r), "RANK": str(r)})
              for r in range(1, n)]
     saved = {k: os.environ.get(k) for k in _ENV}
@@ -127,30 +126,3 @@ def replica_max_diff(module: torch.nn.Module) -> float:
         worst = torch.maximum(worst, (t - ref).abs().max().double())
     torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
     return float(worst)
-
-
-def _exit_with_parent(period_s: float = 1.0) -> None:
-    """End this rank when the process that launched it (rank 0) is gone — killed, say, by the OOM killer —
-    instead of waiting in a collective until the process group's time-out (30 min)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(period_s)
-        print(f"stablenets: DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) is gone; stopping",
-              file=sys.stderr, flush=True)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def main() -> None:
-    """A DDP rank > 0: train the run described by the config file (written by rank 0)."""
-    from .train import train
-
-    _exit_with_parent()
-    train(OmegaConf.load(sys.argv[1]))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,40 +1,34 @@
 """What a finished evaluation leaves on disk and on the terminal: CSV tables, the paper's figures and the
-run's summary.  Tasks compute (``Task.evaluate``); this module writes."""
+run's summary.  Tasks compute (``Task.evaluate`` → :class:`~stablenets.contracts.Evaluation`); this module
+writes."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-#: entries of an evaluation that hold arrays for the report, not results for ``results.json``
-ARRAYS = ("reconstructions", "rollouts")
+from ..contracts import Evaluation
 
 
-def results_part(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The JSON part of an evaluation (everything but the arrays kept for figures)."""
-    return {k: v for k, v in evaluation.items() if k not in ARRAYS}
-
-
-def write_report(evaluation: dict[str, Any], out_dir: str | Path, datamodule, net, title: str = "") -> None:
-    """Tables and figures of one evaluation, by what it holds."""
+def write_report(evaluation: Evaluation, out_dir: str | Path, datamodule, net, title: str = "") -> None:
+    """Tables and figures of one evaluation, by what it holds, and the data set's own figures."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if "robustness" in evaluation:
-        _robustness(evaluation["robustness"], out_dir, title)
-    if "reconstructions" in evaluation:
-        _reconstructions(evaluation["reconstructions"], evaluation["metrics"], out_dir, title)
-    if "rollouts" in evaluation:
-        from .plotting.dynamics import plot_fields_and_rollouts
+    if evaluation.robustness is not None:
+        _robustness(evaluation.robustness, out_dir, title)
+    if "reconstructions" in evaluation.figures:
+        _reconstructions(evaluation.figures["reconstructions"], evaluation.metrics, out_dir, title)
+    if "rollouts" in evaluation.figures:
+        from ..plotting.dynamics import plot_fields_and_rollouts
 
-        r = evaluation["rollouts"]
+        r = evaluation.figures["rollouts"]
         plot_fields_and_rollouts(net, datamodule, r["pred"], r["true"], out_dir / "dynamics.png", title=title)
-    if hasattr(datamodule, "figures"):
-        datamodule.figures(net, out_dir, title=title)
+    datamodule.figures(net, out_dir, title=title)
 
 
 def _robustness(rob: dict, out_dir: Path, title: str) -> None:
     import pandas as pd
 
-    from .plotting import plot_curves
+    from ..plotting import plot_curves
 
     df = pd.DataFrame(rob["curve"])
     df.to_csv(out_dir / "robustness.csv", index=False)
@@ -51,7 +45,7 @@ def _robustness(rob: dict, out_dir: Path, title: str) -> None:
 def _reconstructions(rec: dict, metrics: dict, out_dir: Path, title: str) -> None:
     import pandas as pd
 
-    from .plotting import plot_point_sets
+    from ..plotting import plot_point_sets
 
     y, x, pred, tik = (rec[k] for k in ("y", "x", "pred", "tikhonov"))
     pd.DataFrame({"y1": y[:, 0], "y2": y[:, 1], "x1": x[:, 0], "x2": x[:, 1],
@@ -62,7 +56,11 @@ def _reconstructions(rec: dict, metrics: dict, out_dir: Path, title: str) -> Non
                      f"{title or 'net'} (L={bound:.3g})": {"x̂": pred.numpy()}}, out_dir / "reconstruction.png")
 
 
-def summary(metrics: dict[str, Any], evaluation: dict[str, Any] | None, out_dir: str | Path) -> str:
+def print_summary(metrics: dict[str, Any], out_dir: str | Path, evaluation: Evaluation | None = None) -> None:
+    print("stablenets: results\n" + summary(metrics, evaluation, out_dir))
+
+
+def summary(metrics: dict[str, Any], evaluation: Evaluation | None, out_dir: str | Path) -> str:
     """The end-of-run table: clean accuracy (or MSE), the robustness curve by ε, the bound, times, the dir."""
     lines = []
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -71,7 +69,7 @@ def summary(metrics: dict[str, Any], evaluation: dict[str, Any] | None, out_dir:
                                      "test/lyapunov_holds_frac") if k in scalar]
     width = max([len(k) for k, _ in head] + [0])
     lines += [f"  {k:<{width}}  {v:.4g}" for k, v in head]
-    rob = (evaluation or {}).get("robustness")
+    rob = evaluation.robustness if evaluation is not None else None
     if rob:
         cols = [("pgd_acc", "PGD"), ("autoattack_acc", "AutoAttack"), ("certified_acc", f"certified ({rob['certificate']})"),
                 ("certified_sqrt2_acc", "certified (sqrt2)")]

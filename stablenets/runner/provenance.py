@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 FIELDS = ("version", "git_commit", "git_dirty")
 TRACKED = ("stablenets", "conf", "pyproject.toml")
@@ -24,7 +24,7 @@ TRACKED = ("stablenets", "conf", "pyproject.toml")
 
 def source_checkout() -> Path | None:
     """The git checkout the package is imported from, if any."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     return root if (root / ".git").exists() and (root / "conf" / "train.yaml").is_file() else None
 
 

@@ -2,8 +2,9 @@
 
 A recipe fixes what defines its study (presets, the swept values) and some defaults (launcher, threads);
 the user's overrides replace any of those by key.  Overrides that change the study itself (not merely
-where or how it runs) also name it: ``experiments/inverse_problem.py data.n_train=20`` writes to
-``outputs/sweeps/inverse__data.n_train=20``, never into the default study's dir.
+where or how it runs: :data:`stablenets.runner.overrides.ENVIRONMENT_KEYS`) also name it:
+``experiments/inverse_problem.py data.n_train=20`` writes to ``outputs/sweeps/inverse__data.n_train=20``,
+never into the default study's dir.
 """
 from __future__ import annotations
 
@@ -11,27 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .search_path import hydra_quoted
-
-#: keys that say where or how a study runs, not what it is (they do not rename the study)
-ENVIRONMENT_KEYS = ("hydra/launcher", "trainer", "trainer.accelerator", "trainer.devices", "trainer.precision",
-                    "num_threads", "data.data_dir", "data.download", "logger", "resume")
-
-
-def _key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
+from .overrides import changes_study, hydra_quoted, override_key
 
 
 def merge_overrides(recipe: list[str], user: list[str]) -> list[str]:
     """The recipe's overrides with those the user gives again (same key) replaced by the user's."""
-    given = {_key(o) for o in user}
-    return [o for o in recipe if _key(o) not in given] + list(user)
+    given = {override_key(o) for o in user}
+    return [o for o in recipe if override_key(o) not in given] + list(user)
 
 
 def study_group(group: str, user: list[str]) -> str:
     """``group``, suffixed with the user's overrides that change the study (sorted, so order does not matter)."""
-    changes = sorted(o.lstrip("+~") for o in user
-                     if not _key(o).startswith(("hydra.", "hydra/")) and _key(o) not in ENVIRONMENT_KEYS)
+    changes = sorted(o.lstrip("+~") for o in user if changes_study(o))
     return group if not changes else f"{group}__{','.join(changes)}".replace("/", "_")
 
 

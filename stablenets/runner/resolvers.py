@@ -1,4 +1,8 @@
-"""OmegaConf resolvers used by the config files (registered when ``stablenets`` is imported).
+"""OmegaConf resolvers used by the config files (registered when ``stablenets.runner`` is imported).
+
+``${stablenets.run_name:${hydra:runtime.choices.experiment},${hydra:runtime.choices.model},${hydra:runtime.choices.data}}``
+— a run's name: the preset's name (``experiment=fmnist_certified`` → ``fmnist_certified``), else
+``<model>_<data>``; no preset repeats its own file name.
 
 ``${stablenets.gpus:${trainer.accelerator},${trainer.devices}}`` — the GPUs a SLURM job asks for: the
 trainer's device count for a GPU run, none (null) for a CPU run, so CPU runs fit CPU partitions.
@@ -12,6 +16,11 @@ from omegaconf import OmegaConf
 GPU_ACCELERATORS = ("gpu", "cuda")
 
 
+def run_name(experiment: str | None, model: str, data: str) -> str:
+    """The preset's name (its last path part), else ``<model>_<data>``."""
+    return str(experiment).rsplit("/", 1)[-1] if experiment else f"{model}_{data}"
+
+
 def gpus(accelerator: Any, devices: Any) -> int | None:
     """GPUs per node: ``None`` unless ``accelerator`` is ``gpu`` or ``cuda``, then ``devices`` (a count >= 1)."""
     if str(accelerator).lower() not in GPU_ACCELERATORS:
@@ -22,5 +31,6 @@ def gpus(accelerator: Any, devices: Any) -> int | None:
 
 
 def register() -> None:
-    if not OmegaConf.has_resolver("stablenets.gpus"):
-        OmegaConf.register_new_resolver("stablenets.gpus", gpus)
+    for name, fn in (("stablenets.run_name", run_name), ("stablenets.gpus", gpus)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

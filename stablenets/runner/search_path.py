@@ -26,6 +26,8 @@ import yaml
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
+from .overrides import hydra_quoted
+
 ENV_VAR = "STABLENETS_CONFIG_PATH"
 PROVIDER = ENV_VAR  # how these entries are named in ``--info searchpath`` and in a run's config_sources
 # providers of the search path that every composition has anyway (Hydra's own, the primary dir, schemas)
@@ -34,11 +36,11 @@ BUILTIN_PROVIDERS = ("hydra", "main", "schema")
 
 def package_conf_dir() -> str:
     """The packaged config tree: ``stablenets/conf`` when installed from a wheel, else the checkout's ``conf/``."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "conf", here.parent / "conf"):
+    package = Path(__file__).resolve().parent.parent
+    for cand in (package / "conf", package.parent / "conf"):
         if (cand / "train.yaml").is_file():
             return str(cand)
-    raise RuntimeError(f"stablenets: no config tree next to {here} (looked for conf/train.yaml in the package "
+    raise RuntimeError(f"stablenets: no config tree next to {package} (looked for conf/train.yaml in the package "
                        "and in its source checkout); reinstall the package")
 
 
@@ -104,12 +106,6 @@ def recorded_search_path(run_dir: str | Path) -> list[str]:
         if entry not in entries:
             entries.append(entry)
     return entries
-
-
-def hydra_quoted(value: str) -> str:
-    """``value`` as one quoted Hydra string: paths and study names may hold spaces, ``,`` and ``=``, which an
-    unquoted override value would parse as a sweep or reject."""
-    return "'" + value.replace("'", "\\'") + "'"
 
 
 def searchpath_override(entries: list[str]) -> str:
