@@ -23,7 +23,8 @@ Search mode (``--search``): the comparison's hyper-parameter search — random s
 (log-uniform, the one-cycle peak) and the weight decay (log-uniform), each trial a run on the budget, selected by
 certified accuracy on the validation split at ε* (``val/certified_acc``) — through Hydra's Optuna sweeper,
 one study per layer and size.  Writes ``search_best.csv`` (best lr, weight decay and validation certified
-accuracy per layer and size) into outputs/sweeps/layers_compared_<data>_search/.
+accuracy per layer and size) into outputs/sweeps/layers_compared_<data>_search/ (each study's trials in
+outputs/sweeps/layers_compared_<data>_search_<layer>_<size>/, with Optuna's optimization_results.yaml).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -41,7 +43,7 @@ import yaml  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
 from stablenets.plotting import save_figure  # noqa: E402
-from stablenets.runner.sweeps import launch_sweep  # noqa: E402
+from stablenets.runner.sweeps import launch_sweep, study_group  # noqa: E402
 
 LAYERS = ["cpl", "sll", "aol", "soc", "cayley", "lot", "bcop", "sandwich"]
 PRESETS = {"fmnist": ("layers_compared_fmnist", 0.25), "cifar10": ("layers_compared_cifar10", 0.1412)}
@@ -92,7 +94,9 @@ def markdown(table: pd.DataFrame) -> str:
         if isinstance(v, float):
             if math.isnan(v):
                 return ""
-            return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3f}"
+            if abs(v) >= 100 or v == int(v):
+                return f"{v:.0f}"
+            return f"{v:.3g}" if abs(v) < 0.01 else f"{v:.3f}"
         return str(v)
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -113,6 +117,8 @@ def figure(table: pd.DataFrame, eps: float, out: Path, title: str) -> None:
                 ax.annotate(f"{layer} {r['size']}", (r["s/epoch"], r[col]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("seconds per epoch (training + validation)")
     ax.set_ylabel(f"certified accuracy at ε = {eps:g}")
     ax.grid(alpha=0.3)
@@ -142,7 +148,7 @@ def compare(args, layers: list[str], sizes: list[str]) -> int:
 
 def search(args, layers: list[str], sizes: list[str]) -> int:
     preset, _ = PRESETS[args.data]
-    root = Path("outputs/sweeps") / (args.group or f"layers_compared_{args.data}_search")
+    base = args.group or f"layers_compared_{args.data}_search"
     best, failed = [], False
     for layer in layers:
         for size in sizes:
@@ -154,7 +160,7 @@ def search(args, layers: list[str], sizes: list[str]) -> int:
                                   "hydra.sweeper.n_jobs=1",
                                   f"task.optimizer.lr=tag(log,interval({LR_RANGE[0]},{LR_RANGE[1]}))",
                                   f"task.optimizer.weight_decay=tag(log,interval({WD_RANGE[0]},{WD_RANGE[1]}))"],
-                                 args.overrides, f"{root.name}/{layer}_{size}", root=root.parent)
+                                 args.overrides, f"{base}_{layer}_{size}")
             found = sweep / "optimization_results.yaml"
             if not found.exists():
                 failed = True
@@ -168,6 +174,7 @@ def search(args, layers: list[str], sizes: list[str]) -> int:
                          "val certified": res["best_value"], "trials": len(runs),
                          "trials finished": int((runs.status == "finished").sum()) if not runs.empty else 0})
     table = pd.DataFrame(best)
+    root = Path("outputs/sweeps") / study_group(base, args.overrides)
     root.mkdir(parents=True, exist_ok=True)
     table.to_csv(root / "search_best.csv", index=False)
     print(markdown(table))

@@ -219,3 +219,67 @@ def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
     assert "val/certified_acc" in metrics and metrics["memory/peak_mb"] > 0
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {row["eps"] for row in saved["robustness"]["curve"]} == {0.0, 0.1412, 0.2824, 0.4235, 1.0}
+
+
+def _recipe():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "experiments" / "layers_compared.py"
+    spec = importlib.util.spec_from_file_location("layers_compared", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_comparison_table_rows_columns_and_time_relative_to_cpl():
+    import pandas as pd
+    recipe = _recipe()
+    runs = pd.DataFrame([
+        {"run_dir": "a", "model/layer": "sll", "model.size": "XS", "status": "finished",
+         "budget/seconds_per_epoch": 3.0, "budget/epochs_reached": 5.0, "memory/peak_mb": 900.0,
+         "model/parameters": 1000.0, "test/lipschitz_bound": 1.0, "test/certificate_violations": 0.0},
+        {"run_dir": "b", "model/layer": "cpl", "model.size": "XS", "status": "finished",
+         "budget/seconds_per_epoch": 2.0, "budget/epochs_reached": 7.0, "memory/peak_mb": 800.0,
+         "model/parameters": 900.0, "test/lipschitz_bound": 1.0, "test/certificate_violations": 0.0},
+        {"run_dir": "c", "model/layer": "aol", "model.size": "S", "status": "failed"}])
+    curves = pd.DataFrame([{"run_dir": d, "eps": e, "pgd_acc": p, "certified_acc": c}
+                           for d, base in (("a", 0.8), ("b", 0.7))
+                           for e, p, c in ((0.0, base, base), (0.25, base - 0.1, base - 0.3))])
+    table = recipe.comparison_table(runs, curves)
+    assert list(table.layer) == ["cpl", "sll", "aol"]  # XS before S, the families in their canonical order
+    assert table.loc[1, "time vs CPL"] == 1.5 and table.loc[0, "time vs CPL"] == 1.0
+    assert math.isnan(table.loc[2, "time vs CPL"])  # no CPL run of size S to compare with
+    assert table.loc[1, "clean"] == 0.8 and table.loc[1, "certified@0.25"] == pytest.approx(0.5)
+    assert table.loc[0, "pgd@0.25"] == pytest.approx(0.6) and table.loc[2, "status"] == "failed"
+    md = recipe.markdown(table).splitlines()
+    assert len(md) == 2 + 3 and md[0].startswith("| layer | size | status | clean")
+
+
+@pytest.mark.slow
+def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
+    """The recipe end to end on tiny runs: the comparison (table, figure) and a 2-trial Optuna random search."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from problems import make_idx_dataset
+    repo = Path(__file__).parents[1]
+    data = make_idx_dataset(tmp_path / "fmnist", n_train=160, n_test=32)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    tiny = ["model.base_width=4", "model.layers=1", f"data.data_dir={data}", "data.search_system=false",
+            "data.n_train=96", "data.n_val=32", "data.n_test=32", "attack.n_iter=3", "attack.n_eval=16",
+            "progress=none"]
+    run = subprocess.run([sys.executable, str(repo / "experiments" / "layers_compared.py"), "--layers", "cpl,aol",
+                          "--budget", "00:00:00:05", "--group", "lc", *tiny], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    sweep = next((tmp_path / "outputs" / "sweeps").glob("lc__*"))
+    table = __import__("pandas").read_csv(sweep / "comparison.csv")
+    assert list(table.layer) == ["cpl", "aol"] and (table["audit violations"] == 0).all()
+    assert (table["epochs"] >= 1).all() and (sweep / "certified_vs_time.png").stat().st_size > 0
+    run = subprocess.run([sys.executable, str(repo / "experiments" / "layers_compared.py"), "--search", "--trials", "2",
+                          "--layers", "aol", "--budget", "00:00:00:04", "--group", "lcs", *tiny], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    best = __import__("pandas").read_csv(next((tmp_path / "outputs" / "sweeps").glob("lcs__*")) / "search_best.csv")
+    assert best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 0.5 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2

@@ -83,7 +83,8 @@ class EpochBudget(pl.Callback):
     def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, budget: float) -> None:
         cap = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 1 else None
         n = max(1, math.floor(budget / self.epoch_seconds[0]))
-        self.planned = min(n, cap) if cap else n
+        n = min(n, cap) if cap else n
+        self.planned = int(trainer.strategy.broadcast(n, src=0))  # every DDP rank trains rank 0's count
         self._apply(trainer, pl_module, stretch=True)
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stretch: bool) -> None:

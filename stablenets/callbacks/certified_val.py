@@ -19,7 +19,7 @@ from ..robustness.certify import certified_accuracy, check_convention
 class CertifiedValidation(pl.Callback):
     def __init__(self, eps: list[float] | float = 0.25, convention: str = "sqrt2") -> None:
         super().__init__()
-        self.eps = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+        self.eps = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
         if not self.eps or min(self.eps) < 0:
             raise ValueError(f"eps must be one or more radii >= 0, got {eps}")
         check_convention(convention)
