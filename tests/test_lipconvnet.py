@@ -161,6 +161,19 @@ def test_budget_sets_the_epoch_count_and_stretches_the_one_cycle_to_it():
     assert budget.state_dict()["planned"] == n
 
 
+def test_a_budget_of_one_epoch_ends_after_it():
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1),
+                              partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    budget = EpochBudget()
+    trainer = pl.Trainer(max_epochs=50, max_time={"seconds": 0.3}, callbacks=[budget, _Slow()], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(task, loader)  # 4 steps of >= 0.05 s each, and then some: at most one epoch fits
+    assert budget.planned == 1 and trainer.current_epoch == 1
+
+
 def test_without_a_budget_the_epoch_count_is_kept_and_costs_are_recorded():
     x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
@@ -204,13 +217,17 @@ def test_validation_certified_accuracy_matches_the_margins():
 def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
     """The CIFAR-10 path of the protocol: 3x32x32 images, SGD + stretched one-cycle on a budget, offset CE,
     certificates with their audit, validation certified accuracy."""
+    preset = compose_cfg(["experiment=layers_compared_cifar10"], tmp_path / "preset")
+    assert preset.task.loss.offset == pytest.approx(2 * math.sqrt(2) * 36 / 255, abs=1e-4)
+    assert preset.task.loss.temperature == 0.25 and preset.data.batch_size == 256
+    assert preset.task.optimizer._target_ == "torch.optim.SGD" and preset.task.optimizer.momentum == 0.9
+    assert preset.task.scheduler._target_.endswith("OneCycleLR") and preset.task.scheduler.max_lr == preset.task.optimizer.lr
+    assert preset.model.size == "XS" and preset.model.layer.conv._target_.endswith("CPLConv2d")
     root = make_cifar_dataset(tmp_path / "cifar", n=24)
     cfg = compose_cfg(["experiment=layers_compared_cifar10", "model/layer=sll", "model.base_width=4", "model.layers=1",
                        f"data.data_dir={root}", "data.n_train=64", "data.n_val=16", "data.n_test=16",
                        "data.batch_size=32", "trainer.max_time=00:00:00:04", "trainer.max_epochs=3",
                        "attack.n_iter=3", "attack.n_eval=16", "progress=none", "num_threads=1"], tmp_path / "run")
-    assert cfg.task.loss.offset == pytest.approx(2 * math.sqrt(2) * 36 / 255, abs=1e-4)
-    assert cfg.task.optimizer.momentum == 0.9 and cfg.data.batch_size == 32
     metrics, objects = train(cfg)
     assert tuple(objects["net"].in_shape) == (3, 32, 32)
     assert metrics["test/lipschitz_bound"] <= 1 + 1e-4

@@ -10,7 +10,8 @@ ends with a whole one-cycle, never one cut short.  Lightning's own time limit is
 planned — the budget decides the count, the count decides when training ends (the comparison's protocol:
 estimate the epochs, then train them all).  Until the plan, the schedule is the one for ``trainer.max_epochs``
 epochs: the first epoch of a budget run follows the start of a longer warm-up (learning rates at most one
-epoch's worth of warm-up below the stretched schedule's).
+epoch's worth of warm-up below the stretched schedule's); a budget shorter than the first epoch leaves that
+one epoch (Lightning's limit may end it early), nothing to stretch.
 
 It also records, every epoch, what the comparison tabulates: ``budget/seconds_per_epoch`` (mean wall time of
 the epochs so far), ``budget/epochs`` (planned; the cap without a budget), ``budget/epochs_reached``,
@@ -92,7 +93,7 @@ class EpochBudget(pl.Callback):
         timer = self._timer(trainer)
         if timer is not None:  # the count is planned: Lightning's time limit must not cut the schedule short
             timer._duration = None  # noqa: SLF001 (Timer has no public setter; tests/test_budget.py checks it)
-        if stretch and trainer.lr_scheduler_configs:
+        if stretch and trainer.lr_scheduler_configs and self.planned > trainer.current_epoch + 1:
             if not hasattr(pl_module, "stretch_schedule"):
                 raise TypeError(f"{type(pl_module).__name__} cannot re-plan its schedule (no stretch_schedule)")
             pl_module.stretch_schedule(self.planned * self.steps_per_epoch(trainer))
