@@ -49,7 +49,7 @@ LAYERS = ["cpl", "sll", "aol", "soc", "cayley", "lot", "bcop", "sandwich"]
 PRESETS = {"fmnist": ("layers_compared_fmnist", 0.25), "cifar10": ("layers_compared_cifar10", 0.1412)}
 LAYER_KEY, SIZE_KEY = "model/layer", "model.size"
 # random-search ranges (log-uniform): the one-cycle peak learning rate and the weight decay
-LR_RANGE, WD_RANGE = (1e-3, 0.5), (1e-6, 1e-2)
+LR_RANGE, WD_RANGE = (1e-3, 1.0), (1e-6, 1e-2)
 
 
 def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

@@ -299,4 +299,4 @@ def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
                          env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     best = __import__("pandas").read_csv(next((tmp_path / "outputs" / "sweeps").glob("lcs__*")) / "search_best.csv")
-    assert best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 0.5 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
+    assert best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 1.0 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
