@@ -174,6 +174,20 @@ def test_a_budget_of_one_epoch_ends_after_it():
     assert budget.planned == 1 and trainer.current_epoch == 1
 
 
+def test_a_resumed_run_keeps_its_planned_epochs_and_lifts_the_time_limit():
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1))
+    budget = EpochBudget()
+    budget.load_state_dict({"planned": 3, "epoch_seconds": [0.5]})  # as restored from a checkpoint
+    trainer = pl.Trainer(max_epochs=50, max_time={"hours": 1}, callbacks=[budget], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(task, loader)
+    assert trainer.current_epoch == 3 and budget.planned == 3
+    assert EpochBudget.budget_seconds(trainer) is None  # Lightning's limit lifted: the plan decides
+
+
 def test_without_a_budget_the_epoch_count_is_kept_and_costs_are_recorded():
     x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
