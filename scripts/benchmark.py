@@ -1,11 +1,29 @@
-"""Speed of the Figure 14 protocol, as ratios measured in one run on this machine.
+"""Speed of the Fashion-MNIST presets, as ratios measured in one run on this machine.
 
     python scripts/benchmark.py                                    # 5,000 images, 2 epochs, PGD-20 on 200 images
     python scripts/benchmark.py --n-train 30000 --epochs 30 --n-eval 1000 --n-iter 100   # the full protocol
     python scripts/benchmark.py --runs outputs/sweeps/fig14/*      # attack only: finished runs' checkpoints
+    python scripts/benchmark.py --only epochs peer --n-train 30000 --epochs 1 --threads 1   # what users feel
+    python scripts/benchmark.py --only epochs --late-state fmnist_certified=RUN/checkpoints/last.ckpt
 
-Both models come from the presets ``experiment=fmnist_nonexpansive`` and ``experiment=fmnist_resnet`` (same
-data, schedule, loss and callbacks as ``stablenets-train``).  Prints:
+The models come from the presets ``experiment=fmnist_nonexpansive``, ``fmnist_resnet`` and ``fmnist_certified``
+(same data, schedule, loss and callbacks as ``stablenets-train``; subnormals flushed to zero as the runner does,
+``--no-flush`` to see the difference).  Sections (``--only``, default all):
+
+* ``epochs``: per-epoch time over a preset run, as the ratio of the slowest epoch to the first, for
+  ``fmnist_certified`` and ``fmnist_nonexpansive``.  A run reaches its late regime only after thousands of
+  steps (weights that get no gradient decay under weight decay, into the subnormal float range after about 13
+  epochs of the certified preset), so the run is ``--epochs`` epochs from the start and then one epoch from a
+  *late state*: a run's checkpoint (``--late-state PRESET=PATH``) or, by default, the state aged as the
+  epoch-13 checkpoint of the certified preset was found: in every gradient-flow block, 9 of 16 hidden units
+  dead (bias < 0) with their rows of ``A`` decayed into the subnormal range;
+* ``peer``: the certified net's epoch time against a deel-torchlip-shaped net (its Fashion-MNIST tutorial
+  network from this package's layers: normalised spectral convolutions 1→16, 16→32 with GroupSort2 and L2-norm
+  pooling, a normalised dense 1568→64, GroupSort2, a normalised dense head; HKR loss α = 0.99, margin 0.25,
+  Adam 1e-3, batch 100; 106k parameters), same data, threads, callbacks and per-epoch validation;
+* ``ne`` (Figure 14) and ``attack`` below.
+
+``ne`` and ``attack`` print:
 
 * training: mean epoch time of the non-expansive net / its ResNet twin, images/s of both, the share of the
   non-expansive epoch spent in ``PowerMethodCallback``, the mean and max sub-step count per block;
@@ -25,17 +43,79 @@ import time
 
 import lightning as pl
 import torch
+from torch import nn
 from omegaconf import OmegaConf
 
 from stablenets.callbacks import PowerMethodCallback
-from stablenets.nn import GradientFlowBlock
+from stablenets.runner.config import build
+from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
+from stablenets.nn.activations import GroupSort
+from stablenets.nn.isometries import L2Pool2d
 from stablenets.eval import load_run
+from stablenets.losses import HKR
 from stablenets.robustness import pgd_l2_plain, robustness_curve
 from stablenets.robustness.curve import chunk_for, take
 from stablenets.api import compose
 from stablenets.runner.config import build_objects, without_hydra
+from stablenets.runner.numerics import flush_denormals
 
 PRESETS = {"nonexpansive": "fmnist_nonexpansive", "resnet": "fmnist_resnet"}
+EPOCH_PRESETS = ("fmnist_certified", "fmnist_nonexpansive")
+SECTIONS = ("ne", "attack", "epochs", "peer")
+#: the deel-torchlip tutorial's training settings, on the certified preset's data and schedule
+PEER = ["data.batch_size=100", "task.optimizer.lr=1e-3"]  # and its loss: HKR(alpha=0.99, min_margin=0.25)
+
+
+def peer_net(in_shape=(1, 28, 28), out_dim: int = 10) -> nn.Sequential:
+    """deel-torchlip's Fashion-MNIST tutorial network (106k parameters) from this package's layers."""
+    c, h, w = in_shape
+    net = nn.Sequential(
+        SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
+        SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
+        nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2),
+        SpectralLinear(64, out_dim, max_norm=1.0, exact=True))
+    net.lipschitz_bound = lambda: 1.0  # every layer has norm exactly 1 (not used for timing)
+    return net
+
+
+def subnormals(tensors) -> int:
+    """How many float32 values are subnormal, read from their bits (under flush-to-zero a comparison reads a
+    subnormal as 0)."""
+    n = 0
+    for t in tensors:
+        if t.dtype == torch.float32:
+            bits = t.detach().reshape(-1).view(torch.int32)
+            n += int(((bits & 0x7F800000) == 0).logical_and_((bits & 0x007FFFFF) != 0).sum())
+    return n
+
+
+@torch.no_grad()
+def age(objects, dead: float = 9 / 16, seed: int = 0) -> int:
+    """The late-training regime of the epoch-13 certified checkpoint: in every gradient-flow block a share
+    ``dead`` of the hidden units is dead (bias -0.1: no gradient but weight decay) and their rows of ``A``
+    have decayed into the subnormal range (random subnormals, ± up to 2^-126).  Returns the number of subnormal weights."""
+    g = torch.Generator().manual_seed(seed)
+    for block in objects["net"].modules():
+        if isinstance(block, GradientFlowBlock):
+            w = block.op.weight
+            rows = torch.randperm(len(w), generator=g)[: round(dead * len(w))]
+            shape = w[rows].shape  # subnormals written bitwise: arithmetic would flush them to zero
+            bits = torch.randint(1, 1 << 23, shape, generator=g, dtype=torch.int32)
+            sign = torch.randint(0, 2, shape, generator=g, dtype=torch.int32) * torch.iinfo(torch.int32).min
+            w[rows] = (bits | sign).view(torch.float32)
+            block.op.bias[rows] = -0.1
+    return subnormals(objects["net"].parameters())
+
+
+def load_late_state(objects, path: str) -> int:
+    """A run's checkpoint (Lightning ``.ckpt``) or a ``{"net": state_dict}`` file into the net; returns the
+    number of subnormal weights it holds."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" in state:
+        objects["task"].load_state_dict(state["state_dict"])
+    else:
+        objects["net"].load_state_dict(state["net"])
+    return subnormals(objects["net"].parameters())
 
 
 class TimedPowerMethod(PowerMethodCallback):
@@ -55,28 +135,85 @@ class TimedPowerMethod(PowerMethodCallback):
 
 
 class EpochTimer(pl.Callback):
+    """Wall time of each epoch, from its start to the next one's (its validation included, when it runs), and
+    the CPU time of the process over it (``cpu``: on a shared machine the wall time also counts the waits for a
+    core; the CPU time is the work, as long as torch keeps to its threads)."""
+
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.cpu: list[float] = []
+        self._t: tuple[float, float] | None = None
+
+    def _lap(self) -> None:
+        now = time.perf_counter(), time.process_time()
+        if self._t is not None:
+            self.times.append(now[0] - self._t[0])
+            self.cpu.append(now[1] - self._t[1])
+        self._t = now
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t = time.perf_counter()
+        self._lap()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.times.append(time.perf_counter() - self._t)
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._lap()
 
 
-def train(preset: str, overrides: list[str], accelerator: str = "cpu"):
+def train(preset: str, overrides: list[str], accelerator: str = "cpu", net=None, loss=None, prepare=None,
+          validate=False):
+    """Train a preset as ``stablenets-train`` does (its data, net, task, schedule, power-method callback);
+    ``net`` and ``loss`` replace the preset's, ``prepare(objects)`` runs before training, ``validate`` keeps
+    the per-epoch validation of a real run (in the epoch times)."""
     # the run-dir keys need a value; nothing is written there
     cfg = without_hydra(compose([f"experiment={preset}", *overrides], output_dir=tempfile.gettempdir()))
     objects = build_objects(cfg)
+    if net is not None:
+        objects.update(net=net, task=build("task", cfg.task, net=net, **({"loss": loss} if loss else {})))
+    if prepare is not None:
+        prepare(objects)
     power_cfg = {k: v for k, v in cfg.callbacks.power_method.items() if k != "_target_"}
     timer, power = EpochTimer(), TimedPowerMethod(**power_cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator=accelerator, devices=1, num_sanity_val_steps=0, limit_val_batches=0)
+                        accelerator=accelerator, devices=1, num_sanity_val_steps=0,
+                        limit_val_batches=None if validate else 0)
     trainer.fit(objects["task"], datamodule=objects["datamodule"])
     return cfg, objects, timer, power
+
+
+def epoch_section(args, accelerator: str) -> None:
+    """Per-epoch time over a preset run: ``--epochs`` epochs from the start, then one from a late state."""
+    data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none"]
+    for preset in EPOCH_PRESETS:
+        late = dict(s.split("=", 1) for s in args.late_state or []).get(preset)
+        *_, first, _ = train(preset, [*data, f"trainer.max_epochs={args.epochs}"], accelerator, validate=True)
+        held = []
+
+        def prepare(objects, late=late, held=held):
+            held.append(load_late_state(objects, late) if late else age(objects))
+
+        *_, last, _ = train(preset, [*data, "trainer.max_epochs=1"], accelerator, prepare=prepare, validate=True)
+        times, cpu = first.times + last.times, first.cpu + last.cpu
+        print(f"[epochs] {preset:20s} epochs {', '.join(f'{t:.1f}' for t in times)} s, CPU "
+              f"{', '.join(f'{t:.1f}' for t in cpu)} s (the last from "
+              f"{'the checkpoint ' + late if late else 'the aged state'}: {held[0]} subnormal weights): "
+              f"slowest / first epoch = {max(times) / times[0]:.2f} (CPU time: {max(cpu) / cpu[0]:.2f})")
+
+
+def peer_section(args, accelerator: str) -> None:
+    """The certified preset's epoch time against the deel-torchlip-shaped net, same threads and data."""
+    data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none",
+            f"trainer.max_epochs={args.epochs}"]
+    *_, ours, power = train("fmnist_certified", data, accelerator, validate=True)
+    *_, peer, peer_power = train("fmnist_certified", [*data, *PEER], accelerator, net=peer_net(),
+                         loss=HKR(alpha=0.99, min_margin=0.25), validate=True)
+    a, b = (sum(t.times) / len(t.times) for t in (ours, peer))
+    ca, cb = (sum(t.cpu) / len(t.cpu) for t in (ours, peer))
+    print(f"[peer] fmnist_certified mean epoch {a:.1f} s (CPU {ca:.1f} s), deel-torchlip-shaped net {b:.1f} s "
+          f"(CPU {cb:.1f} s) ({args.n_train} images, {torch.get_num_threads()} threads): certified / peer = "
+          f"{a / b:.2f} (CPU time: {ca / cb:.2f}); "
+          f"PowerMethodCallback share of the epoch: certified {power.seconds / sum(ours.times):.1%}, "
+          f"peer {peer_power.seconds / sum(peer.times):.1%}")
 
 
 def main() -> None:
@@ -89,13 +226,25 @@ def main() -> None:
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and attack")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    ap.add_argument("--late-state", nargs="*", metavar="PRESET=PATH",
+                    help="epochs: a run's checkpoint as the late state of a preset (default: the aged state)")
+    ap.add_argument("--no-flush", action="store_true", help="keep subnormal floats (the runner flushes them)")
     args = ap.parse_args()
+    flush = flush_denormals(not args.no_flush)  # as the runner does: before torch starts its threads
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         ap.error("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, subnormals flushed to zero: {flush}")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    if "epochs" in args.only:
+        epoch_section(args, accelerator)
+    if "peer" in args.only:
+        peer_section(args, accelerator)
+    if not {"ne", "attack"} & set(args.only):
+        return
 
     models = {}
     if args.runs:
@@ -108,19 +257,22 @@ def main() -> None:
         data = [f"data.n_train={args.n_train}", f"data.n_test={args.n_eval}", f"trainer.max_epochs={args.epochs}",
                 f"data.download={args.download}", "attack=pgd_l2"]
         for name, preset in PRESETS.items():
-            cfg, objects, timer, power = train(preset, data, "gpu" if device.type == "cuda" else "cpu")
+            cfg, objects, timer, power = train(preset, data, accelerator)
             models[name] = (cfg, objects)
-            ep = sum(timer.times) / len(timer.times)
-            stats[name] = (ep, power)
-            print(f"[train] {name:13s} mean epoch {ep:7.2f} s  ({args.n_train / ep:7.0f} images/s)  "
+            ep, cpu = sum(timer.times) / len(timer.times), sum(timer.cpu) / len(timer.cpu)
+            stats[name] = (ep, power, cpu)
+            print(f"[train] {name:13s} mean epoch {ep:7.2f} s (CPU {cpu:.2f} s)  ({args.n_train / ep:7.0f} images/s)  "
                   f"epochs: {', '.join(f'{t:.1f}' for t in timer.times)}")
-        ep_ne, power = stats["nonexpansive"]
+        ep_ne, power, cpu_ne = stats["nonexpansive"]
         n = power.substeps or [0]
-        print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f}")
+        print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f} "
+              f"(CPU time: {cpu_ne / stats['resnet'][2]:.2f})")
         print(f"[train] PowerMethodCallback share of the non-expansive epochs = "
               f"{power.seconds / (ep_ne * args.epochs):.2%} "
               f"({power.iterations / max(1, power.updates):.2f} iterations per layer and step, {power.projections} projections)")
         print(f"[train] sub-steps n per block: mean {sum(n) / len(n):.2f}, max {max(n)}")
+    if "attack" not in args.only:
+        return
 
     for name, (cfg, objects) in models.items():
         net = objects["net"].to(device).eval()

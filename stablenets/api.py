@@ -5,6 +5,7 @@
 >>> metrics, objects = train(cfg)                     # = stablenets-train ... hydra.run.dir=runs/ne
 >>> res = evaluate("runs/ne", ["attack=pgd_l2"])      # = stablenets-eval runs/ne attack=pgd_l2
 >>> net = load_model("runs/ne")                       # the trained torch module, in eval mode
+>>> exported = export("runs/ne")                        # = stablenets-export runs/ne: runs/ne/export/model.{pt2,onnx}
 
 A run trained here is laid out like a CLI run (``.hydra/``, ``config.yaml``, ``results.json``,
 ``checkpoints/last.ckpt``), so ``stablenets-eval`` and ``stablenets-collect`` read it, and the other way
@@ -21,7 +22,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["compose", "train", "evaluate", "load_run", "load_model"]
+__all__ = ["compose", "train", "evaluate", "load_run", "load_model", "export"]
 
 
 def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
@@ -85,3 +86,11 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[DictCo
 def load_model(run_dir: str | Path):
     """The trained network of a finished run (a ``torch.nn.Module`` in eval mode, checkpoint weights)."""
     return load_run(run_dir)[1]["net"]
+
+
+def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: int | None = None) -> dict:
+    """Export a finished run as a ``torch.export`` program and an ONNX file with its certificate's metadata;
+    return ``export.json``'s content.  See :mod:`stablenets.runner.export`."""
+    from .runner.export import export as export_run
+
+    return export_run(run_dir, output_dir, n_check)

@@ -1,25 +1,25 @@
 """``stablenets-collect <sweep dir>``: every run of a sweep in one pandas table, plus overlay plots.
 
 Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
-``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished``), what
-produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.runner.provenance`; empty for
+``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished`` /
+``damaged``: a file of the run cannot be read, named in ``error``), what produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.runner.provenance`; empty for
 runs written before they were recorded) and metrics — and, when it has a robustness curve, one row per ε
 of ``curves.csv``.  Failed and unfinished runs are listed, never dropped.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from .runner.errors import ConfigError
+from .runner.inputs import read_json, read_yaml
 from .runner.overrides import parse_overrides
 from .runner.provenance import FIELDS as PROVENANCE  # results.json fields naming the code that ran
 from .runner.run_dir import ERROR, RESULTS
 
-STATUS = ("finished", "failed", "unfinished")
+STATUS = ("finished", "failed", "unfinished", "damaged")
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
@@ -32,10 +32,14 @@ def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     sweep_dir = Path(sweep_dir)
     runs, curves = [], []
     for d in run_dirs(sweep_dir):
-        overrides = parse_overrides(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [])
+        try:  # a damaged file lists its run as damaged, naming the file; the other runs are read as usual
+            overrides = parse_overrides(read_yaml(d / ".hydra" / "overrides.yaml", list) or [])
+            res = read_json(d / RESULTS) if (d / RESULTS).exists() else None
+        except ConfigError as e:
+            runs.append({"run_dir": str(d.relative_to(sweep_dir)) or ".", "status": "damaged", "error": str(e)})
+            continue
         row = {"run_dir": str(d.relative_to(sweep_dir)) or ".", **overrides}
-        if (d / RESULTS).exists():
-            res = json.loads((d / RESULTS).read_text())
+        if res is not None:
             row["status"] = "finished"
             row.update({k: res.get(k) for k in PROVENANCE})
             row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(code) > 1:
         print(f"  note: the finished runs come from {len(code)} code versions (columns {', '.join(PROVENANCE)})")
     for _, r in runs[runs.status != "finished"].iterrows():
-        print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status == 'failed' else ''}")
+        print(f"  {r.status}: {r.run_dir} {r.get('error', '') if r.status in ('failed', 'damaged') else ''}")
     for p in plots:
         print(f"  plot: {p}")
 

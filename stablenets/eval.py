@@ -14,11 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import yaml
 from omegaconf import open_dict
 
 from .runner.config import build_objects, compose, without_hydra
 from .runner.errors import USER_ERRORS, CertificateError, ConfigError, exit_code
+from .runner.inputs import load_checkpoint, read_yaml
+from .runner.numerics import flush_denormals
 from .runner.overrides import override_key, override_value
 from .runner.provenance import provenance
 from .runner.record import check_audit
@@ -40,19 +41,22 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
         raise ConfigError(f"{run_dir} is not a run dir: {saved} is missing")
     if not ckpt.exists():
         raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
-    base = yaml.safe_load(saved.read_text()) or []
+    base = read_yaml(saved, list) or []
     search = recorded_search_path(run_dir)
     if search and not any(override_key(o) == "hydra.searchpath" for o in overrides):
         base.append(searchpath_override(search))
     cfg = without_hydra(compose([*base, *overrides], output_dir=run_dir))
-    saved_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    saved_cfg = (read_yaml(run_dir / "config.yaml", dict) or {}) if (run_dir / "config.yaml").exists() else {}
     with open_dict(cfg):  # the run's own names (a recipe may have set group on its command line)
         cfg.paths.output_dir = str(run_dir)
         cfg.name = saved_cfg.get("name", cfg.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    objects["task"].load_state_dict(state)
+    state = load_checkpoint(ckpt)["state_dict"]
+    try:
+        objects["task"].load_state_dict(state)
+    except RuntimeError as e:  # a checkpoint of another model (config edited after training)
+        raise ConfigError(f"{ckpt} does not fit the run's model: {str(e).splitlines()[0]}") from None
     objects["task"].eval()
     objects["datamodule"].setup("test")
     return cfg, objects
@@ -85,6 +89,8 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     a new ``<run dir>/eval/<time>/``) and return the results: ``metrics``, the robustness curve when an
     attack is set, ``overrides``, the device and the version fields of :mod:`stablenets.runner.provenance`."""
     overrides = list(overrides)
+    # as in training: subnormals flushed to zero, set before torch starts its threads (flush_denormal=false: off)
+    flush = flush_denormals(override_value(overrides, "flush_denormal", "true").lower() != "false")
     device = eval_device(overrides)
     cfg, objects = load_run(run_dir, overrides)
     out = Path(output_dir) if output_dir else new_eval_dir(Path(run_dir))
@@ -93,7 +99,7 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     evaluation = task.evaluate(dm, cfg)
     write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
     results = {"metrics": evaluation.metrics, **evaluation.results(), "overrides": overrides, "device": str(device),
-               **provenance()}
+               "flush_denormal": flush, **provenance()}
     write_json(out / "results.json", results)
     return {**results, "output_dir": str(out), "evaluation": evaluation}
 

@@ -21,6 +21,7 @@ from .runner.config import build_objects
 from .runner.errors import USER_ERRORS, CertificateError, exit_code
 from .runner.fit import fit_and_test, set_threads
 from .runner.loggers import finish, make_loggers
+from .runner.numerics import flush_denormals
 from .runner.record import evaluate_and_record
 from .runner.reporting import print_summary
 from .runner.run_dir import RunDir
@@ -44,6 +45,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     run.start()
     loggers: list = []
     try:
+        flush = flush_denormals(cfg.get("flush_denormal", True))  # before torch starts its threads
         objects = build_objects(cfg)  # every config error surfaces here, before any work
         set_threads(cfg.get("num_threads", "auto"), objects["datamodule"])
         run.save_config(cfg)
@@ -53,7 +55,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if not run.writer:
             return metrics, objects
         objects["evaluation"], objects["results"] = evaluate_and_record(cfg, objects, metrics, run, loggers,
-                                                                        resumed_from)
+                                                                        resumed_from, flush_denormal=flush)
     except BaseException as e:
         run.fail(e)
         raise

@@ -91,6 +91,20 @@ class Pace(pl.Callback):
         time.sleep(self.seconds_per_step)
 
 
+class Die(pl.Callback):
+    """With ``kill``, SIGKILLs its own process at the first training step: a job killed from outside (the kernel's
+    OOM killer, a lost node) that writes nothing (``+callbacks.die._target_=problems.Die +callbacks.die.kill=...``)."""
+
+    def __init__(self, kill: bool = True) -> None:
+        self.kill = kill
+
+    def on_train_batch_end(self, *args) -> None:
+        import signal
+
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/train.yaml`` as the CLI would, with the hydra node set, into ``output_dir``."""
     return compose(overrides, output_dir=output_dir)

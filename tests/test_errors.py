@@ -37,6 +37,14 @@ CASES = [
     (["task.optimizer.lr=-1"], ["task.optimizer", "Invalid learning rate: -1"]),
     (["progress=loud"], ["progress must be one of", "lines", "loud"]),
     (["certificate=tight"], ["certificate must be one of", "pairwise", "tight"]),
+    # nan / inf / absurdly large numbers, in any numeric key
+    (["model.h=nan"], ["model.h=nan is not a finite number"]),
+    (["task.optimizer.lr=inf"], ["task.optimizer.lr=inf is not a finite number"]),
+    (["attack=pgd_l2", "attack.eps=[0,inf]"], ["attack.eps[1]=inf is not a finite number"]),
+    (["model=nonexpansive", "lipschitz=bound", "lipschitz.L=-inf"], ["lipschitz.L=-inf is not a finite number"]),
+    (["trainer.gradient_clip_val=nan"], ["trainer.gradient_clip_val=nan is not a finite number"]),
+    (["model.depth=1000000000"], ["model.depth=1000000000 is absurdly large"]),
+    (["model=mlp", "model.width=200000"], ["parameters: training needs about", "GiB", "model.width=200000"]),
 ]
 
 DRIVER = r"""

@@ -37,7 +37,7 @@ def build_wheel(dest: Path) -> Path:
     """The wheel of the source tree, built from a copy (nothing is written into the tree)."""
     src = dest / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("stablenets", "conf"):
+    for name in ("stablenets", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -47,18 +47,37 @@ def build_wheel(dest: Path) -> Path:
     return wheel
 
 
+def fresh_venv(venv: Path) -> Path:
+    """An empty virtualenv that sees the packages of the environment running the tests — a venv, a conda env or
+    the system interpreter alike.  (``venv --system-site-packages`` alone is not enough: inside a venv,
+    ``sys.executable`` makes a venv of the *base* interpreter, which lacks the outer venv's packages.)  A
+    ``.pth`` line adds this environment's site dirs after the new venv's own, with their ``.pth`` files."""
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        ours.append(site.getusersitepackages())
+    dirs = list(dict.fromkeys(d for d in ours if os.path.isdir(d)))
+    Path(purelib, "_outer_env.pth").write_text(f"import site; [site.addsitedir(d) for d in {dirs!r}]\n")
+    return venv
+
+
 def test_wheel_ships_every_config_and_runs_outside_the_tree(tmp_path, monkeypatch):
     wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.removeprefix("stablenets/conf/") for n in names if n.startswith("stablenets/conf/")}
     assert shipped == {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "stablenets").rglob("*.py")}
+    modules = {p.relative_to(ROOT).as_posix() for d in ("stablenets", "hydra_plugins") for p in (ROOT / d).rglob("*.py")}
     assert modules <= names, (f"not in the wheel: {sorted(modules - names)}; "
                               "add the subpackage to [tool.setuptools] packages in pyproject.toml")
 
-    # a fresh environment (torch & co. from the system), its own stablenets shadowing any other install
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
+    # a fresh environment (torch & co. from this one), its own stablenets shadowing any other install
+    venv = fresh_venv(tmp_path / "venv")
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_dir / ("python.exe" if os.name == "nt" else "python")
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",

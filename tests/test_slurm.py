@@ -90,6 +90,42 @@ def test_failing_job_is_listed_and_its_sibling_finishes(tmp_path, slurm):
     assert "depth must be an integer >= 1" in runs.set_index("model.depth").loc["0", "error"]
 
 
+def test_request_no_node_can_run_is_refused_before_submission(tmp_path, slurm):
+    """The launcher's defaults (8 CPUs with num_threads=auto, 32 GB) on a small node: one paragraph, exit 2, no job."""
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%c %m"], capture_output=True, text=True).stdout.split()
+    cpus, mem_mb = int(nodes[0]), int(nodes[1])
+    if cpus >= 8 and mem_mb >= 32 * 1024:
+        pytest.skip("the node is large enough for the defaults")
+    sweep = tmp_path / "outputs" / "sweeps" / "nonexpansive_swiss_roll"  # the default, named by ${hydra:...}
+    t0 = time.time()
+    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}")
+    assert proc.returncode == 2 and time.time() - t0 < 60, proc.stderr[-3000:]
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in ["can never start", "8 CPUs", "32 GB", f"{cpus} CPUs", "Nothing was submitted",
+                   f"hydra.launcher.cpus_per_task={cpus}", "hydra.launcher.mem_gb="]:
+        assert needle in err, err
+    assert not (sweep / ".submitit").exists()
+    # the CPUs follow num_threads: with num_threads=1 only the memory is named
+    proc = cli(tmp_path, "-m", *TINY, "num_threads=1", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2 and "1 CPUs" in proc.stderr and "cpus_per_task=" not in proc.stderr.split("e.g.")[1]
+
+
+def test_job_killed_without_a_result_is_listed_failed_and_the_sweep_ends(tmp_path, slurm):
+    sweep = tmp_path / "sweep"
+    t0 = time.time()
+    proc = cli(tmp_path, "-m", *TINY, "+callbacks.die._target_=problems.Die", "+callbacks.die.kill=true,false",
+               *SMALL_JOB, f"hydra.sweep.dir={sweep}")
+    wall = time.time() - t0
+    assert proc.returncode != 0 and wall < 300
+    assert "ended without a result" in proc.stderr
+    runs, _ = read_sweep(sweep)
+    runs["kill"] = runs["callbacks.die.kill"].astype(str).str.lower()
+    assert dict(zip(runs.kill, runs.status)) == {"true": "failed", "false": "finished"}, runs
+    assert "ended without a result" in runs.set_index("kill").loc["true", "error"]
+    print(f"sweep with a killed job ended after {wall:.1f}s")
+
+
 # SLURM checks time limits every 30 s: a job with a 1 min limit and USR2 15 s before it gets the signal 15-45 s
 # after it starts, after its first checkpoint and at least 30 s before SLURM would kill it.  The run takes
 # ~50 s of wall-clock time, mostly sleeping (Pace), so that it outlasts a segment on any machine and the

@@ -33,15 +33,18 @@ CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): magic ``0 0 dtype ndim``, big-endian dims, data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # a truncated or corrupt .gz
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); replace it with a good copy") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or len(data) < 4 + 4 * data[3]:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (a damaged or truncated header); replace it with a good copy")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}")
+        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}; replace it with a good copy")
     return arr.reshape(dims)
 
 
@@ -49,9 +52,12 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: ``(N, 3, 32, 32)`` uint8 images and labels."""
     import pickle
 
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], dtype=np.int64)
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); replace it with a good copy") from None
 
 
 def find_data_dir(candidates: list[Path], fmt: str) -> Path | None:
@@ -145,6 +151,9 @@ class ImageDataModule(TensorDataModule):
         img_name, lbl_name = IDX_FILES[split]
         images = torch.from_numpy(read_idx(_idx_path(d, img_name)).copy())
         labels = torch.from_numpy(read_idx(_idx_path(d, lbl_name)).astype(np.int64))
+        if len(images) != len(labels) or images.dim() != 3 or int(labels.max()) >= self.out_dim:
+            raise DataError(f"{_idx_path(d, img_name)} and {_idx_path(d, lbl_name)} do not match: {tuple(images.shape)} "
+                              f"images, {len(labels)} labels (max {int(labels.max())}); replace them with good copies")
         return images.unsqueeze(1).float().div_(255.0), labels
 
     def build(self) -> None:

@@ -10,6 +10,12 @@ convolution on a domain large enough that no wrap-around occurs.  Both are compu
 returned in float64, enlarged by :data:`CERT_SLACK` to cover the float64 rounding of the SVD/FFT, so that
 they are upper bounds of the operator defined by the stored (float32, bf16, ...) weights.  Where a bound
 must be cast to a lower precision, :func:`round_up` rounds it up, never to nearest.
+
+Both also add :func:`flush_slack`: with subnormals flushed to zero (``flush_denormal``, see
+``stablenets.runner.numerics``) the arithmetic reads a subnormal weight entry as 0, so the operator the forward
+pass applies may be the stored one with its subnormal entries zeroed.  The two differ in norm by at most the sum
+of the zeroed entries' magnitudes, below ``numel · 2⁻¹²⁶``: with that added the bound holds for either
+operator, whatever the flag was when the bound or the forward pass was computed.
 """
 from __future__ import annotations
 
@@ -22,6 +28,16 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 
 #: relative enlargement of float64 SVD / FFT norms: their rounding error is ~1e-15 relative
 CERT_SLACK = 1e-12
+
+
+def flush_slack(weight: torch.Tensor) -> float:
+    """``numel · tiny``: the most that flushing ``weight``'s subnormal entries to zero can change the norm of
+    its dense map or of its convolution (each entry moves by less than ``tiny``; a convolution's norm is at
+    most the sum of its kernel's magnitudes).  0 for dtypes whose subnormals the CPU does not flush (float16
+    is computed in float32, where its subnormals are normal)."""
+    if weight.dtype not in (torch.float32, torch.bfloat16, torch.float64):
+        return 0.0
+    return weight.numel() * torch.finfo(weight.dtype).tiny
 
 
 def power_iteration(op: Operator, op_t: Operator, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +120,7 @@ def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, pad
 @torch.no_grad()
 def dense_norm_bound(weight: torch.Tensor) -> torch.Tensor:
     """``‖W‖₂`` by SVD in float64 (exact up to :data:`CERT_SLACK`), as a float64 tensor."""
-    return torch.linalg.matrix_norm(weight.detach().double(), 2) * (1 + CERT_SLACK)
+    return torch.linalg.matrix_norm(weight.detach().double(), 2) * (1 + CERT_SLACK) + flush_slack(weight)
 
 
 @torch.no_grad()
@@ -122,7 +138,7 @@ def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride
     symbol = torch.fft.fft2(weight.detach().double(), s=(h + 2 * p_h + k_h, w + 2 * p_w + k_w))  # (out, in, M, M)
     bound = torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), 2).max()
     del stride  # subsampling only lowers the norm
-    return bound * (1 + CERT_SLACK)
+    return bound * (1 + CERT_SLACK) + flush_slack(weight)
 
 
 def round_up(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -22,6 +22,7 @@ from ..checks import check_count, check_nonnegative, check_positive
 from ..contracts import LinearInverseProblem
 from ..data.base import DataError
 from .errors import ConfigError
+from .inputs import check_model_size, check_numbers
 from .search_path import compose_config
 
 
@@ -150,6 +151,7 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     Returns ``{"datamodule", "net", "task", "lipschitz_L"}``; raises :class:`ConfigError` on bad input.
     """
     check_missing(cfg)
+    check_numbers(cfg)  # nan / inf in any numeric key
     check_settings(cfg)
     check_lipschitz(cfg.lipschitz)
     check_attack(cfg.get("attack"))
@@ -169,6 +171,7 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     elif "L" in params and params["L"].default is inspect.Parameter.empty and cfg.model.get("L") is None:
         raise ConfigError(f"model {cfg.model._target_} needs a Lipschitz bound: set lipschitz.L=<value> or "
                           "lipschitz.relative_to=tikhonov lipschitz.scale=<multiple>")
+    check_model_size(cfg.model, lambda: build("model", cfg.model, **model_kwargs))  # fits in memory?
     torch.manual_seed(cfg.seed)
     net = build("model", cfg.model, **model_kwargs)
     task = build("task", cfg.task, net=net)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from . import progress
 from .config import build, target_params
 from .ddp import local_ddp, replica_max_diff
+from .inputs import check_checkpoint
 from .run_dir import RunDir
 
 
@@ -53,8 +54,10 @@ def fit_and_test(cfg: DictConfig, objects: dict[str, Any], run: RunDir,
         trainer = build("trainer", cfg.trainer, callbacks=make_callbacks(cfg, run.path), logger=loggers or False,
                         enable_progress_bar=progress.resolve(cfg.get("progress")) == "bar")
         ckpt = run.latest_checkpoint() if cfg.get("resume", True) else None
-        if ckpt and run.writer:
-            print(f"stablenets: resuming {run.path} from {ckpt}")
+        if ckpt:
+            check_checkpoint(ckpt)  # a damaged checkpoint is reported, never trained over
+            if run.writer:
+                print(f"stablenets: resuming {run.path} from {ckpt}")
         t0 = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
         train_seconds = time.perf_counter() - t0

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import build
 from .run_dir import RunDir
+from .wandb_curves import log_curve_points
 
 
 def is_wandb(logger_or_target: Any) -> bool:
@@ -71,6 +72,7 @@ def _log_curve(logger, robustness: dict) -> None:
     table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
     logger.experiment.log({"robustness/curve": table,
                            "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps")})
+    log_curve_points(logger.experiment, rows)  # and as points against an ε axis: overlaid across a sweep
 
 
 def finish(loggers: list) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 #: keys (or config groups) that say where or how a run executes, not what it computes
 ENVIRONMENT_KEYS = ("trainer", "trainer.accelerator", "trainer.devices", "trainer.precision", "num_threads",
-                    "data.data_dir", "data.download", "logger", "resume", "progress")
+                    "flush_denormal", "data.data_dir", "data.download", "logger", "resume", "progress")
 #: keys of the same kind that name the sweep itself, or Hydra's own settings
 SWEEP_KEYS = ("group",)
 

@@ -35,7 +35,8 @@ def check_audit(metrics: dict[str, float], results_path: Path) -> None:
 
 
 def evaluate_and_record(cfg: DictConfig, objects: dict[str, Any], metrics: dict[str, float], run: RunDir,
-                        loggers: list, resumed_from: Path | None) -> tuple[Evaluation, dict[str, Any]]:
+                        loggers: list, resumed_from: Path | None,
+                        flush_denormal: bool | str | None = None) -> tuple[Evaluation, dict[str, Any]]:
     """The task's evaluation, the report, the loggers' last entries and ``results.json``; ``metrics`` gains
     the evaluation's.  Returns ``(evaluation, results)``."""
     task, dm = objects["task"], objects["datamodule"]
@@ -46,7 +47,8 @@ def evaluate_and_record(cfg: DictConfig, objects: dict[str, Any], metrics: dict[
     log_results(loggers, metrics, evaluation)
     results = {"metrics": metrics, **evaluation.results(), "name": cfg.get("name"), "group": cfg.get("group"),
                "run_id": run.id, "overrides": current_overrides(), "lipschitz_L": objects["lipschitz_L"],
-               "resumed_from": str(resumed_from) if resumed_from else None, **provenance()}
+               "resumed_from": str(resumed_from) if resumed_from else None, "flush_denormal": flush_denormal,
+               **provenance()}
     run.write_results(results)
     check_audit(metrics, run.results)
     return evaluation, results

@@ -6,6 +6,8 @@
 
 ``${stablenets.gpus:${trainer.accelerator},${trainer.devices}}`` — the GPUs a SLURM job asks for: the
 trainer's device count for a GPU run, none (null) for a CPU run, so CPU runs fit CPU partitions.
+``${stablenets.cpus:${num_threads}}`` — the CPUs per SLURM task: the run's ``num_threads`` when it is a
+number, else :data:`DEFAULT_CPUS`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+DEFAULT_CPUS = 8
 
 
 def run_name(experiment: str | None, model: str, data: str) -> str:
@@ -30,7 +33,14 @@ def gpus(accelerator: Any, devices: Any) -> int | None:
     raise ValueError(f"a SLURM GPU job needs trainer.devices to be a number of GPUs >= 1, got {devices!r}")
 
 
+def cpus(num_threads: Any) -> int:
+    """CPUs per task: ``num_threads`` when it is an integer >= 1 (the threads the run will use), else 8."""
+    if isinstance(num_threads, int) and not isinstance(num_threads, bool) and num_threads >= 1:
+        return num_threads
+    return DEFAULT_CPUS
+
+
 def register() -> None:
-    for name, fn in (("stablenets.run_name", run_name), ("stablenets.gpus", gpus)):
+    for name, fn in (("stablenets.run_name", run_name), ("stablenets.gpus", gpus), ("stablenets.cpus", cpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

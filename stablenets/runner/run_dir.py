@@ -51,7 +51,10 @@ class RunDir:
         return self.results.exists() and not (self.path / ERROR).exists()
 
     def saved_results(self) -> dict[str, Any]:
-        return json.loads(self.results.read_text())
+        """``results.json`` of a finished run (a damaged one is reported, naming the file)."""
+        from .inputs import read_json
+
+        return read_json(self.results)
 
     def start(self) -> None:
         """Create the dir and clear an earlier failure's ``error.txt``."""

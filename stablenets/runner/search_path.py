@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
@@ -81,10 +80,13 @@ class EnvSearchPath(SearchPathPlugin):
 
 
 def register_plugin() -> None:
-    """Make :class:`EnvSearchPath` known to Hydra in this process (idempotent)."""
+    """Make :class:`EnvSearchPath` and the SLURM launcher known to Hydra in this process (idempotent).  The
+    launcher is registered by hand too: Hydra's scan of ``hydra_plugins`` misses it in an editable install."""
     from hydra.core.plugins import Plugins
+    from hydra_plugins.stablenets_launcher.slurm_launcher import SlurmLauncher
 
     Plugins.instance().register(EnvSearchPath)
+    Plugins.instance().register(SlurmLauncher)
 
 
 def recorded_search_path(run_dir: str | Path) -> list[str]:
@@ -95,7 +97,9 @@ def recorded_search_path(run_dir: str | Path) -> list[str]:
     path = Path(run_dir) / ".hydra" / "hydra.yaml"
     if not path.is_file():
         return []
-    runtime = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("runtime") or {}
+    from .inputs import read_yaml
+
+    runtime = ((read_yaml(path, dict) or {}).get("hydra") or {}).get("runtime") or {}
     cwd = Path(runtime["cwd"]) if runtime.get("cwd") else None
     entries = []
     for src in runtime.get("config_sources") or []:

@@ -1,0 +1,295 @@
+"""``stablenets-export <run dir>``: a finished run's network as a plain PyTorch program and an ONNX file.
+
+The exported network is the *eval-mode* forward pass with its weights as that pass applies them: every
+constrained layer (:class:`~stablenets.nn.SpectralLinear`, :class:`~stablenets.nn.SpectralConv2d`, the
+unit-row head) becomes a standard ``nn.Linear`` / ``nn.Conv2d`` holding the scaled weight of
+:meth:`~stablenets.nn.spectral.SpectralOperator.eval_weight`, and every gradient-flow block becomes its ``n``
+explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)``, ``h = T/n`` (eq. 18), with the eval-mode ``n`` of eq. (19)
+(certified norm, ``eval_margin``) — the same operations in the same order, so the logits agree with the
+run's model to rounding.  Written to ``<run dir>/export/`` (or ``--out``):
+
+* ``model.pt2`` — a ``torch.export`` program (``torch.export.load(path).module()``; no stablenets class is
+  needed to load or run it), dynamic batch size, with ``stablenets.json`` among its extra files;
+* ``model.onnx`` — the same program in ONNX (opset of ``torch.onnx``), the metadata as ``metadata_props``;
+* ``export.json`` — the metadata and the round-trip checks.
+
+The metadata hold what a user of the deployed model needs to certify its predictions: the certified
+Lipschitz bound ``L`` of the whole net, the per-pair constants ``K_ij`` of the logit differences where the
+model has them (``certificate=pairwise``), the certificate convention and its radius formula, the clean
+accuracy and robustness curve of the run, the input shape and pixel box, and the code version (of the run
+and of the export).  The export checks itself on the run's evaluation images (``attack.n_eval`` of the
+test set): the largest logit difference of the program and of ONNX Runtime against the run's model, and
+the certified accuracy recomputed from the program's logits against the run's curve.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from ..models.certified import RowNormalizedLinear
+from ..nn.activations import get_activation
+from ..nn.gradient_flow import GradientFlowBlock
+from ..nn.power import conv_output_size
+from ..nn.spectral import SpectralConv2d, SpectralLinear
+
+RADIUS = {"sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)", "paper": "(z_y - max_{j != y} z_j) / (2 * L)",
+          "pairwise": "min_{j != y} (z_y - z_j) / K[y][j]"}
+
+
+class FlowSteps(nn.Module):
+    """``n`` explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)`` with fixed ``A``, ``b``, ``n``, ``h = T/n`` (eq. 18):
+    a gradient-flow block frozen at its eval-mode weight and sub-step count; ``A`` dense or a convolution
+    (``Aᵀ`` its exact adjoint, a transposed convolution)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, n: int, T: float, activation: str,
+                 conv: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.n, self.T, self.activation, self.conv = int(n), float(T), activation, conv
+        self.act = get_activation(activation, monotone=True)[0]
+
+    @classmethod
+    def of(cls, block: GradientFlowBlock) -> "FlowSteps":
+        w, norm = block.op.eval_weight()  # the applied weight and the sub-step count, as the eval forward
+        n = block._eval_substeps(norm)
+        conv = None
+        if isinstance(block.op, SpectralConv2d):
+            op = block.op
+            k_h, k_w = w.shape[-2:]
+            _, h, wd = op.in_shape
+            out_h = conv_output_size(h, k_h, op.stride, op.padding)
+            out_w = conv_output_size(wd, k_w, op.stride, op.padding)
+            conv = {"stride": op.stride, "padding": op.padding,
+                    "output_padding": (h - ((out_h - 1) * op.stride - 2 * op.padding + k_h),
+                                       wd - ((out_w - 1) * op.stride - 2 * op.padding + k_w))}
+        elif not isinstance(block.op, SpectralLinear):
+            raise ConfigError(f"cannot export a gradient-flow block over {type(block.op).__name__}")
+        return cls(w, block.op.bias, n, block.T, block.activation, conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.T / self.n
+        for _ in range(self.n):
+            if self.conv is None:
+                x = x - h * (self.act(F.linear(x, self.weight, self.bias)) @ self.weight)
+            else:
+                c = self.conv
+                v = self.act(F.conv2d(x, self.weight, self.bias, stride=c["stride"], padding=c["padding"]))
+                x = x - h * F.conv_transpose2d(v, self.weight, stride=c["stride"], padding=c["padding"],
+                                               output_padding=c["output_padding"])
+        return x
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, n={self.n}, T={self.T}, activation={self.activation}"
+
+
+def _plain(module: nn.Module) -> nn.Module | None:
+    """The standard layer that computes what ``module`` computes in eval mode, or ``None`` (kept, recursed)."""
+    if isinstance(module, GradientFlowBlock):
+        return FlowSteps.of(module)
+    if isinstance(module, (SpectralLinear, RowNormalizedLinear)):
+        w = module.eval_weight()[0] if isinstance(module, SpectralLinear) else module.effective_weight()
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None)
+    elif isinstance(module, SpectralConv2d):
+        w = module.eval_weight()[0]
+        lin = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[-2:]), stride=module.stride, padding=module.padding,
+                        bias=module.bias is not None)
+    else:
+        return None
+    lin.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
+    if module.bias is not None:
+        lin.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=False)
+    return lin
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` in eval mode with every constrained layer replaced by its standard equivalent (see the
+    module docstring): the forward pass reads no norm, runs no check and has no data-dependent branch."""
+    frozen = copy.deepcopy(net).eval()
+
+    def swap(module: nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            new = _plain(child)
+            if new is None:
+                swap(child)
+            else:
+                setattr(module, name, new)
+
+    with torch.no_grad():
+        swap(frozen)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
+def _eval_images(dm, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..robustness.curve import take
+
+    return take(dm.test_dataloader(), n, torch.device("cpu"))
+
+
+def _read_results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a finished run: {path} is missing (export needs the run's results)")
+    try:
+        res = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged (not valid JSON: {e}); re-run or re-evaluate the run") from None
+    if not isinstance(res, dict) or not isinstance(res.get("metrics"), dict):
+        raise ConfigError(f"{path} is damaged: it holds no 'metrics' table")
+    return res
+
+
+def metadata(net: nn.Module, results: dict, cfg, in_shape, box) -> dict[str, Any]:
+    """What a deployed model's user needs to certify its predictions (see the module docstring)."""
+    from .provenance import provenance
+
+    rob = results.get("robustness") or {}
+    convention = rob.get("certificate") or str(cfg.get("certificate", "sqrt2"))
+    bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
+    pairwise = net.pairwise_lipschitz().tolist() if hasattr(net, "pairwise_lipschitz") else None
+    return {
+        "format": "stablenets-export/1",
+        "lipschitz_bound": bound if math.isfinite(bound) else None,
+        "pairwise_lipschitz": pairwise,
+        "certificate": convention,
+        "certified_radius": RADIUS.get(convention),
+        "clean_accuracy": results["metrics"].get("test/acc"),
+        "robustness_curve": rob.get("curve"),
+        "n_eval": rob.get("n_eval"),
+        "input_shape": list(in_shape),
+        "input_box": list(box) if box else None,
+        "model": str(cfg.model.get("_target_")),
+        "name": results.get("name"),
+        "run": {k: results.get(k) for k in ("version", "git_commit", "git_dirty", "run_id")},
+        "export": provenance(),
+    }
+
+
+def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: int | None = None) -> dict[str, Any]:
+    """Export a finished run (see the module docstring); return ``export.json``'s content plus the paths.
+
+    ``n_check``: images of the test set the round trip is checked on (default: the run's ``attack.n_eval``).
+    """
+    from ..eval import load_run
+    from ..robustness.certify import certified_accuracy
+
+    run_dir = Path(run_dir)
+    results = _read_results(run_dir)
+    cfg, objects = load_run(run_dir)
+    net, dm = objects["task"].net.cpu().eval(), objects["datamodule"]
+    if any(not math.isfinite(float(p.detach().abs().max())) for p in net.parameters() if p.numel()):
+        raise ConfigError(f"{run_dir}/checkpoints/last.ckpt holds non-finite weights: nothing to export")
+    in_shape = tuple(dm.in_shape)
+    meta = metadata(net, results, cfg, in_shape, getattr(dm, "box", None))
+    reported = results["metrics"].get("test/lipschitz_bound")
+    if reported is not None and meta["lipschitz_bound"] != reported:
+        raise ConfigError(f"the checkpoint's certified bound {meta['lipschitz_bound']} differs from the run's "
+                          f"{reported} ({run_dir}/results.json): the checkpoint is not the one the run reported on")
+    n = n_check or meta["n_eval"] or (cfg.attack.get("n_eval") if cfg.get("attack") else None) or 256
+    x, y = _eval_images(dm, int(n))
+    frozen = freeze(net)
+    out = Path(output_dir) if output_dir else run_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+
+    example = x[:2]
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.export.export(frozen, (example,), dynamic_shapes=({0: batch},))
+    except Exception as e:  # a model whose forward torch.export cannot trace
+        raise ConfigError(f"cannot export the model of {run_dir} ({cfg.model.get('_target_')}) with torch.export: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    with torch.no_grad():
+        ref, frozen_logits = net(x), frozen(x)
+        exported = program.module()(x)
+    checks: dict[str, Any] = {"n_images": len(x),
+                              "max_abs_logit_diff_frozen": float((frozen_logits - ref).abs().max()),
+                              "max_abs_logit_diff_program": float((exported - ref).abs().max())}
+    if meta["robustness_curve"] and meta["n_eval"] == len(x):
+        bound = meta["pairwise_lipschitz"] if meta["certificate"] == "pairwise" else meta["lipschitz_bound"]
+        if bound is not None:
+            eps = [row["eps"] for row in meta["robustness_curve"]]
+            checks["certified_acc_run"] = [row["certified_acc"] for row in meta["robustness_curve"]]
+            checks["certified_acc_exported"] = certified_accuracy(exported, y, bound, eps, meta["certificate"])
+    text = json.dumps(meta)
+    pt2 = out / "model.pt2"
+    torch.export.save(program, str(pt2), extra_files={"stablenets.json": text})
+
+    onnx_path = out / "model.onnx"
+    _export_onnx(program, example, onnx_path, meta)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    checks["max_abs_logit_diff_onnxruntime"] = float((torch.from_numpy(ort_logits) - ref).abs().max())
+    if "certified_acc_exported" in checks:
+        checks["certified_acc_onnxruntime"] = certified_accuracy(torch.from_numpy(ort_logits), y, bound, eps,
+                                                                 meta["certificate"])
+    if not y.is_floating_point():  # a classifier's labels
+        checks["clean_acc_exported"] = float((exported.argmax(1) == y).float().mean())
+        checks["clean_acc_onnxruntime"] = float((torch.from_numpy(ort_logits).argmax(1) == y).float().mean())
+    report = {**meta, "checks": checks, "files": {"program": str(pt2), "onnx": str(onnx_path)}}
+    tmp = out / "export.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "export.json")
+    return report
+
+
+def _export_onnx(program, example: torch.Tensor, path: Path, meta: dict) -> None:
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1)
+    onnx_program = torch.onnx.export(program, (example,), dynamic_shapes=({0: batch},), dynamo=True,
+                                     input_names=["x"], output_names=["logits"], verbose=False)
+    onnx_program.save(str(path))
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """``(module, metadata)`` of a ``model.pt2`` written by :func:`export` (plain ``torch.export``: the same as
+    ``torch.export.load(path, extra_files=...)`` without this package)."""
+    extra = {"stablenets.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), json.loads(extra["stablenets.json"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="stablenets-export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", help="output folder (default: <run dir>/export)")
+    parser.add_argument("--n-check", type=int, help="test images for the round-trip check (default: attack.n_eval)")
+    args = parser.parse_args(argv)
+    try:
+        rep = export(args.run_dir, args.out, args.n_check)
+    except ConfigError as e:
+        print(f"stablenets-export: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    c = rep["checks"]
+    print(f"stablenets-export: {rep['files']['program']}, {rep['files']['onnx']}\n"
+          + (f"  bound L={rep['lipschitz_bound']} ({rep['certificate']}: radius {rep['certified_radius']}), "
+             if rep["lipschitz_bound"] is not None else "  no certified bound (the model has no Lipschitz bound), ")
+          + f"clean acc {rep['clean_accuracy']}\n"
+          f"  on {c['n_images']} test images: max |logit diff| program {c['max_abs_logit_diff_program']:.3g}, "
+          f"ONNX Runtime {c['max_abs_logit_diff_onnxruntime']:.3g}"
+          + (f"; certified acc run {c['certified_acc_run']} = exported {c['certified_acc_exported']}"
+             if "certified_acc_exported" in c else ""))
+
+
+if __name__ == "__main__":
+    main()
