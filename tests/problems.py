@@ -23,7 +23,7 @@ CONF = Path(CONF_DIR)
 GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
                  ("model", "data", "task", "task/loss", "lipschitz", "attack", "trainer", "logger", "callbacks",
                   "experiment")}
-CONV_MODELS = ["conv_nonexpansive", "conv_resnet", "certified_conv"]
+CONV_MODELS = ["conv_nonexpansive", "conv_resnet", "certified_conv", "lipconvnet"]
 # a tiny classification run (seconds): a sweep of these tests a launcher, not training
 EPS = [0.0, 0.1, 0.3]
 TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",

@@ -5,8 +5,9 @@ from .conv import ConvNonExpansiveNet, ConvResNet
 from .dynamics import ContractingField, LyapunovStableField, VectorFieldMLP
 from .hnn import HNN
 from .invnet import InvNet
+from .lipconvnet import LipConvNet
 from .mlp import MLP
 from .nonexpansive import NonExpansiveNet
 from .resnet import ResNet
 
-__all__ = ["CertifiedConvNet", "ContractingField", "LyapunovStableField", "VectorFieldMLP", "ConvNonExpansiveNet", "ConvResNet", "HNN", "InvNet", "MLP", "NonExpansiveNet", "ResNet"]
+__all__ = ["CertifiedConvNet", "ContractingField", "LyapunovStableField", "VectorFieldMLP", "ConvNonExpansiveNet", "ConvResNet", "HNN", "InvNet", "LipConvNet", "MLP", "NonExpansiveNet", "ResNet"]

@@ -1,6 +1,8 @@
 """Layers, one mechanism per module: power method and certified norms (``power``), tracked spectral layers
 (``spectral``), gradient-flow blocks (``gradient_flow``), residual and Hamiltonian layers (``residual``,
-``hamiltonian``), activations, and certified bounds of composed networks (``bounds``)."""
+``hamiltonian``), activations, and certified bounds of composed networks (``bounds``).  The 1-Lipschitz layer
+families of the field (CPL, SLL, AOL, SOC, Cayley, LOT, BCOP, Sandwich) are in :mod:`stablenets.nn.layers`,
+one module each."""
 from .activations import ACTIVATIONS, get_activation
 from .bounds import UnknownLayerError, lipschitz_bound
 from .gradient_flow import GradientFlowBlock, NonExpansiveBlock, NonExpansiveConvBlock, substeps_for

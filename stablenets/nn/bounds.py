@@ -12,7 +12,7 @@ bound; a module it has no rule for raises :class:`UnknownLayerError` naming it �
   ``‖A‖² = ρ(AᵀA)`` is bounded above by the Collatz–Wielandt ratio ``max_i (AᵀAv)_i / v_i`` for any
   positive ``v`` — and equals it for the Perron vector, which the power method approaches: exact in the
   limit, an upper bound at every iterate;
-* ``MaxPool2d``: ``√(max number of windows covering one input)`` — each output moves by at most the largest
+* ``MaxPool2d``, ``AdaptiveMaxPool2d``: ``√(max number of windows covering one input)`` — each output moves by at most the largest
   change in its window, and a change at a pixel that is the maximum of every window covering it attains it;
 * reshapes and permutations (``Identity``, ``Flatten``, ``Unflatten``, ``PixelShuffle``, ``PixelUnshuffle``),
   dropout (the identity in eval mode): 1;
@@ -104,6 +104,8 @@ def _part_bound(module: nn.Module, shape: tuple[int, ...], name: str) -> float:
         return nonnegative_operator_norm(module, shape)
     if isinstance(module, nn.MaxPool2d):
         return maxpool_bound(module, shape, name)
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return adaptive_maxpool_bound(module, shape)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.running_var is not None:
         gamma = module.weight.detach().double() if module.weight is not None else torch.ones_like(module.running_var).double()
         return float((gamma.abs() / (module.running_var.double() + module.eps).sqrt()).max()) * (1 + CERT_SLACK)
@@ -165,3 +167,20 @@ def maxpool_bound(pool: nn.MaxPool2d, shape: tuple[int, ...], name: str = "MaxPo
     if windows.shape != expected:  # the two poolings must agree on the windows
         raise UnknownLayerError(f"{name}: cannot enumerate the windows of {pool} on {shape}")
     return math.sqrt(float(counts.max()))
+
+
+def _adaptive_cover(n: int, out: int | None) -> int:
+    """Most adaptive-pooling windows along one axis of length ``n`` (``out`` windows) covering one index."""
+    out = n if out is None else out
+    counts = [0] * n
+    for i in range(out):  # PyTorch's windows: [floor(i n / out), ceil((i + 1) n / out))
+        for j in range((i * n) // out, -((-(i + 1) * n) // out)):
+            counts[j] += 1
+    return max(counts)
+
+
+def adaptive_maxpool_bound(pool: nn.AdaptiveMaxPool2d, shape: tuple[int, ...]) -> float:
+    """``√(max number of windows covering one input pixel)`` of an adaptive max pooling (1 for a global one)."""
+    h, w = _channel_shape(shape)[2:]
+    size = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size, pool.output_size)
+    return math.sqrt(_adaptive_cover(h, size[0]) * _adaptive_cover(w, size[1]))

@@ -81,6 +81,28 @@ class Task(pl.LightningModule):
         sched = self._scheduler(opt, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
 
+    def stretch_schedule(self, total_steps: int) -> None:
+        """Re-plan the running schedule over ``total_steps`` optimizer steps, continuing at the current step
+        (an equal-time budget sets the run's length after measuring its first epoch: see
+        :class:`stablenets.callbacks.EpochBudget`).  The learning rates (and momenta) of the optimizer are
+        those of the new schedule at the current step."""
+        configs = self.trainer.lr_scheduler_configs
+        if self.scheduler_factory is None or not configs:
+            return
+        done = int(self.trainer.global_step)
+        if total_steps < done + 1:
+            raise ValueError(f"cannot stretch the schedule to {total_steps} steps: {done} are done already")
+        if not isinstance(configs[0].scheduler, torch.optim.lr_scheduler.OneCycleLR):
+            raise TypeError(f"only a OneCycleLR schedule can be stretched, got {type(configs[0].scheduler).__name__}")
+        opt = configs[0].scheduler.optimizer
+        for group in opt.param_groups:  # a new OneCycleLR starts from the optimizer's settings, not the old one's
+            group.pop("initial_lr", None)
+        sched = self._scheduler(opt, total_steps)
+        if done:
+            sched.last_epoch = done - 1
+            sched.step()  # closed form at step ``done``: the new schedule's rates
+        configs[0].scheduler = sched
+
     def _scheduler(self, opt: torch.optim.Optimizer, steps: int):
         factory = self.scheduler_factory
         target = factory.func if isinstance(factory, functools.partial) else factory
