@@ -30,6 +30,8 @@ import lightning as pl
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from ..tasks.base import Task
+
 
 def _rss_mb(field: str) -> float | None:
     """``VmHWM`` (peak) or ``VmRSS`` (current) of this process in MiB, from ``/proc/self/status``."""
@@ -94,8 +96,8 @@ class EpochBudget(pl.Callback):
         if timer is not None:  # the count is planned: Lightning's time limit must not cut the schedule short
             timer._duration = None  # noqa: SLF001 (Timer has no public setter; tests/test_budget.py checks it)
         if stretch and trainer.lr_scheduler_configs and self.planned > trainer.current_epoch + 1:
-            if not hasattr(pl_module, "stretch_schedule"):
-                raise TypeError(f"{type(pl_module).__name__} cannot re-plan its schedule (no stretch_schedule)")
+            if not isinstance(pl_module, Task):
+                raise TypeError(f"{type(pl_module).__name__} cannot re-plan its schedule (not a stablenets Task)")
             pl_module.stretch_schedule(self.planned * self.steps_per_epoch(trainer))
 
     # -- hooks --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contracts import LipschitzBounded, PairwiseBounded
 from .errors import ConfigError
 from ..models.certified import RowNormalizedLinear
 from ..nn.activations import get_activation
@@ -157,8 +158,8 @@ def metadata(net: nn.Module, results: dict, cfg, in_shape, box) -> dict[str, Any
 
     rob = results.get("robustness") or {}
     convention = rob.get("certificate") or str(cfg.get("certificate", "sqrt2"))
-    bound = float(net.lipschitz_bound()) if hasattr(net, "lipschitz_bound") else math.inf
-    pairwise = net.pairwise_lipschitz().tolist() if hasattr(net, "pairwise_lipschitz") else None
+    bound = float(net.lipschitz_bound()) if isinstance(net, LipschitzBounded) else math.inf
+    pairwise = net.pairwise_lipschitz().tolist() if isinstance(net, PairwiseBounded) else None
     return {
         "format": "stablenets-export/1",
         "lipschitz_bound": bound if math.isfinite(bound) else None,

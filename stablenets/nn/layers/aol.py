@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
+from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
+                  dense_features)
 
 EPS = 1e-6
 
@@ -28,9 +29,7 @@ class AOLLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True) -> None:
         super().__init__()
-        check_channels("in_features", in_features)
-        check_channels("out_features", out_features)
-        out_features = out_features or in_features
+        in_features, out_features = dense_features(in_features, out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(out_features, in_features)))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from ..power import CERT_SLACK, conv_norm_bound
 
+from ...checks import check_count
+
 PADDING_MODES = ("zeros", "circular")
 
 
@@ -34,8 +36,13 @@ def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[
 
 
 def check_channels(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_count(**{name: value})
+
+
+def dense_features(in_features: int, out_features: int | None) -> tuple[int, int]:
+    """``(in, out)`` of a dense layer, checked; ``out`` defaults to ``in`` (a square layer)."""
+    check_count(in_features=in_features, out_features=out_features)
+    return in_features, out_features or in_features
 
 
 def check_input(x: torch.Tensor, in_shape: tuple[int, int, int], name: str) -> None:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
-                   spectral_max_norm)
+from .base import (check_channels, check_image_shape, check_input, check_kernel, dense_features, fourier_apply,
+                  kernel_symbol, spectral_max_norm)
 
 
 def cayley(w: torch.Tensor) -> torch.Tensor:
@@ -46,9 +46,7 @@ class CayleyLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True) -> None:
         super().__init__()
-        check_channels("in_features", in_features)
-        check_channels("out_features", out_features)
-        out_features = out_features or in_features
+        in_features, out_features = dense_features(in_features, out_features)
         self.in_features, self.out_features = in_features, out_features
         lin = nn.Linear(in_features, out_features, bias=bias)
         self.weight, self.bias = lin.weight, lin.bias

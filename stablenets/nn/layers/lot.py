@@ -26,7 +26,7 @@ from torch import nn
 
 from ..power import dense_norm_bound
 from .base import (check_channels, check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
-                   spectral_max_norm)
+                  spectral_max_norm)
 
 
 def orthonormalize(v: torch.Tensor, iters: int) -> torch.Tensor:

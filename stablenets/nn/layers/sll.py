@@ -27,7 +27,7 @@ from torch import nn
 from ..activations import get_activation
 from ..power import dense_norm_bound
 from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint,
-                   conv_same_norm)
+                  conv_same_norm)
 
 
 def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..power import CERT_SLACK, dense_norm_bound
 from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
-                   flip_transpose)
+                  dense_features, flip_transpose)
 
 
 def exp_series_tail(l: float, K: int) -> float:
@@ -138,9 +138,7 @@ class SOCLinear(_SOC):
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True, train_terms: int = 5,
                  eval_terms: int = 12, correction: float = 0.7, init_iters: int = 50) -> None:
         super().__init__()
-        check_channels("in_features", in_features)
-        check_channels("out_features", out_features)
-        out_features = out_features or in_features
+        in_features, out_features = dense_features(in_features, out_features)
         c = max(in_features, out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.randn(c, c) / math.sqrt(c))
