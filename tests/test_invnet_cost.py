@@ -116,3 +116,19 @@ def test_run_reports_the_substep_budget_and_search_cost(tmp_path):
     assert metrics["test/lipschitz_passes"] == 122 and metrics["eval/seconds"] > 0
     assert metrics["test/lipschitz_measured"] <= metrics["test/lipschitz_bound"] * (1 + 1e-4)
     assert objects["results"]["metrics"]["model/substeps"] == metrics["model/substeps"]  # in results.json
+
+
+def test_a_longer_time_is_the_same_function_at_the_same_cost():
+    """``(T, A, b) → (4T, A/2, b/2)``: the same Euler steps (eq. 18-19), so ``T`` and the number of blocks cannot
+    lower the sub-step count of a given function; only a norm cap bounds it."""
+    torch.manual_seed(0)
+    net = _inflated(None, std=1.0).double()
+    x = torch.randn(32, 2, dtype=torch.float64)
+    net.eval()
+    before, n = net(x), substep_budget(net)
+    with torch.no_grad():
+        for b in net.layers:
+            b.T *= 4
+            b.op.weight.mul_(0.5)
+            b.op.bias.mul_(0.5)
+    assert substep_budget(net) == n and torch.allclose(net(x), before, rtol=0, atol=1e-12)
