@@ -132,3 +132,14 @@ def test_a_longer_time_is_the_same_function_at_the_same_cost():
             b.op.weight.mul_(0.5)
             b.op.bias.mul_(0.5)
     assert substep_budget(net) == n and torch.allclose(net(x), before, rtol=0, atol=1e-12)
+
+
+def test_capped_net_differentiates_after_an_inference_mode_forward():
+    """Lightning tests in inference mode; the evaluation's search then differentiates the same capped net: the
+    eval scale cached under inference mode must not enter autograd."""
+    net = _inflated(3.0).eval()
+    with torch.inference_mode():
+        before = net(torch.randn(8, 2))
+    x = torch.randn(8, 2, requires_grad=True)
+    net(x).sum().backward()
+    assert x.grad is not None and before.is_inference()
