@@ -20,7 +20,7 @@ from ..robustness.lipschitz import search_passes
 from .base import Task
 
 # the empirical Lipschitz search of the evaluation: random pairs, Jacobian power iteration, ascent on the ratio
-LIPSCHITZ_SEARCH = dict(n_pairs=512, scales=(1e-3, 0.1, 1.0), jacobian_iters=10, ascent_steps=100)
+LIPSCHITZ_SEARCH = {"n_pairs": 512, "scales": (1e-3, 0.1, 1.0), "jacobian_iters": 10, "ascent_steps": 100}
 
 
 def sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
