@@ -5,6 +5,13 @@ r"""InvNet (Section 6.1): a Lipschitz-bounded reconstruction network for the 2-D
 ``lift`` pads with zeros (2 → ``width``), ``project`` keeps the first coordinates, ``Φ_i`` are
 non-expansive blocks (eq. 18-19) and ``c`` is learnable, initialised to 1 and clamped to ``[−L, L]``:
 the map is ``L``-Lipschitz (lift and project have norm 1).
+
+Cost: a forward pass takes ``Σ_i n_i`` Euler sub-steps, ``n_i = ⌈T ‖A_i‖² (1+margin)/2⌉`` (eq. 19), and
+training inflates ``‖A_i‖`` (Adam moves every entry by up to ``lr`` per step, and the loss keeps rewarding a
+longer effective integration time ``T‖A_i‖²``).  ``max_norm = c`` caps the operator norm each block applies
+(``A·min(1, c/‖A‖)``: still a gradient flow of a convex potential, eq. 18, and the same step rule), which
+bounds the sum by ``depth · ⌈T c² (1+margin)/2⌉`` (:func:`~stablenets.nn.gradient_flow.substep_cap`) in
+training and evaluation alike.
 """
 from __future__ import annotations
 
@@ -21,15 +28,17 @@ from ..checks import check_count, check_positive
 
 class InvNet(nn.Module):
     def __init__(self, in_shape, out_dim: int, L: float, depth: int = 5, width: int = 10, hidden: int | None = None,
-                 T: float = 1.0, activation: str = "relu", margin: float = 0.01) -> None:
+                 T: float = 1.0, activation: str = "relu", margin: float = 0.01,
+                 max_norm: float | None = None) -> None:
         super().__init__()
         in_dim = math.prod(in_shape)
         check_count(depth=depth, width=width, hidden=hidden)
-        check_positive(T=T, L=L)
+        check_positive(T=T, L=L, max_norm=max_norm)
         if width < max(in_dim, out_dim):
             raise ValueError(f"width must be >= input and output dimensions ({in_dim}, {out_dim}), got {width}")
         self.in_dim, self.out_dim, self.width, self.L = in_dim, out_dim, width, float(L)
-        self.layers = nn.ModuleList(NonExpansiveBlock(width, hidden or width, T, activation, margin) for _ in range(depth))
+        self.layers = nn.ModuleList(NonExpansiveBlock(width, hidden or width, T, activation, margin, max_norm)
+                                    for _ in range(depth))
         self.c = nn.Parameter(torch.ones(()))
 
     def scale(self) -> torch.Tensor:

@@ -37,6 +37,21 @@ def substeps_for(norm: float, T: float, k: float, margin: float = 0.0) -> int:
     return max(1, math.ceil(T * k * (1.0 + margin) * float(norm) ** 2 / 2.0))
 
 
+def substep_budget(module: nn.Module) -> int:
+    """Sub-steps of one forward pass of ``module``: the sum of ``n_steps`` over its gradient-flow blocks, in the
+    mode it is in (the cost of a forward grows with it; a norm cap bounds it, see :func:`substep_cap`)."""
+    return sum(b.n_steps for b in module.modules() if isinstance(b, GradientFlowBlock))
+
+
+def substep_cap(module: nn.Module) -> int | None:
+    """Upper bound of :func:`substep_budget` in either mode when every block's operator has a norm cap
+    ``max_norm = c``: ``Σ ⌈T k c² (1 + max(margin, eval_margin)) / 2⌉``; ``None`` when some block has none."""
+    blocks = [b for b in module.modules() if isinstance(b, GradientFlowBlock)]
+    if any(b.max_norm is None for b in blocks):
+        return None
+    return sum(substeps_for(b.max_norm, b.T, b.k, max(b.margin, b.eval_margin)) for b in blocks)
+
+
 def _refresh_after_load(block: "GradientFlowBlock", _keys) -> None:
     block.refresh_substeps()  # the loaded estimate sets the training sub-step count
 

@@ -143,7 +143,9 @@ class SpectralOperator(nn.Module):
         with the certified norm: recomputed whenever the weight's values change."""
         cert = self.certified_norm()
         w = self.weight.detach()
-        if self._scale is not None and self._scale[0] is cert:
+        if self._scale is not None and self._scale[0] is cert and not (
+                torch.is_tensor(self._scale[1]) and self._scale[1].is_inference()
+                and not torch.is_inference_mode_enabled()):  # a scale from inference mode cannot enter autograd
             return self._scale[1], self._scale[2]
         if self.max_norm is None:
             scale, bound = None, float(cert)

@@ -43,7 +43,8 @@ def _fmt(value: Any) -> str:
 
 class ProgressLines(pl.Callback):
     """One line at most every ``every`` seconds during training, and one when it ends: epoch, step, the
-    latest loss and validation metrics, elapsed seconds, and the sub-step counts of gradient-flow blocks."""
+    latest loss and validation metrics, elapsed seconds, and the sub-step counts of gradient-flow blocks
+    with their sum (what one forward pass costs)."""
 
     def __init__(self, every: float = 10.0) -> None:
         self.every = every
@@ -81,7 +82,7 @@ class ProgressLines(pl.Callback):
             if key in m:
                 parts.append(f"{key.replace('_step', '')} {_fmt(m[key])}")
         n = [b.n_steps for b in pl_module.modules() if isinstance(b, GradientFlowBlock)]
-        if n:
-            parts.append(f"sub-steps {','.join(map(str, n))}")
+        if n:  # per block, and their sum: the sub-steps one forward pass costs
+            parts.append(f"sub-steps {'+'.join(map(str, n))}={sum(n)}")
         parts.append(f"{self._last - self._start:.0f} s")
         print(f"stablenets: {'done ' if final else ''}{where}  " + "  ".join(parts), flush=True)

@@ -66,7 +66,7 @@ def summary(metrics: dict[str, Any], evaluation: Evaluation | None, out_dir: str
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     head = [(k, scalar[k]) for k in ("test/acc", "test/mse", "test/trajectory_mse", "tikhonov/test_mse",
                                      "test/lipschitz_bound", "test/lipschitz_measured", "test/long_converged_frac",
-                                     "test/lyapunov_holds_frac") if k in scalar]
+                                     "test/lyapunov_holds_frac", "model/substeps", "model/substeps_cap") if k in scalar]
     width = max([len(k) for k, _ in head] + [0])
     lines += [f"  {k:<{width}}  {v:.4g}" for k, v in head]
     rob = evaluation.robustness if evaluation is not None else None
@@ -81,7 +81,8 @@ def summary(metrics: dict[str, Any], evaluation: Evaluation | None, out_dir: str
         if audit["audited"]:
             lines.append(f"  certificate audit: {audit['violations']} violations in {audit['audited']} attacked certified pairs")
     times = [f"{name} {scalar[k]:.1f} s" for k, name in (("train/seconds", "train"), ("test/pgd_seconds", "PGD curve"),
-                                                          ("test/autoattack_seconds", "AutoAttack")) if k in scalar]
+                                                          ("test/autoattack_seconds", "AutoAttack"), ("eval/seconds", "evaluation"))
+             if k in scalar]
     if times:
         lines.append("  time: " + ", ".join(times))
     lines.append(f"  outputs: {out_dir}")
