@@ -13,6 +13,9 @@ from stablenets.nn.activations import GroupSort
 from stablenets.nn.isometries import ChannelPad, L2Pool2d
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_certified_model")
+
 TOL = 1 + 1e-4
 SMALL = dict(channels=(4, 16), blocks=(1, 1), hidden=[4, 8], dense=16)
 

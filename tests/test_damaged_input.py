@@ -22,6 +22,9 @@ DRIVER = r"""
 import contextlib, importlib, io, json, sys
 from hydra.core.global_hydra import GlobalHydra
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_damaged_input")
+
 results = []
 for module, argv in json.loads(sys.argv[1]):
     GlobalHydra.instance().clear()

@@ -108,6 +108,7 @@ def _rank_processes(config: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # two DDP segments and an uninterrupted reference: ~75 s
 def test_ddp_run_killed_resumes_to_the_same_result(tmp_path):
     """Rank 0 killed mid-training: the other rank stops instead of hanging in a collective, and the relaunched
     job resumes from ``last.ckpt`` on both ranks to the uninterrupted run's results."""

@@ -52,6 +52,9 @@ import contextlib, io, json, sys
 from hydra.core.global_hydra import GlobalHydra
 from stablenets.train import main
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_errors")
+
 results = []
 for run, overrides in json.loads(sys.argv[1]):
     GlobalHydra.instance().clear()

@@ -58,6 +58,9 @@ def test_exported_logits_and_certificate_equal_the_runs(exported):
 LOADER = r"""
 import json, sys
 import numpy as np, onnx, onnxruntime as ort, torch
+
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_export")
 path, data = sys.argv[1], torch.load(sys.argv[2])
 extra = {"stablenets.json": ""}
 net = torch.export.load(path + "/model.pt2", extra_files=extra).module()

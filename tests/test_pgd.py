@@ -7,6 +7,9 @@ import torch
 from stablenets.models import ConvResNet, NonExpansiveNet
 from stablenets.robustness import autoattack_l2, certified_accuracy, pgd_l2, pgd_l2_plain
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_pgd")
+
 EPS = [0.0, 0.05, 0.1, 0.3, 0.6, 1.0]
 
 
@@ -120,7 +123,7 @@ def test_certified_below_autoattack_below_pgd_below_clean():
             if hasattr(m, "update_norm_estimate"):
                 m.update_norm_estimate(1, 1e-3, 20)
     net.eval()
-    xt, yt = x[:16], y[:16]
+    xt, yt = x[:10], y[:10]
     eps = [0.0, 1.0]  # AutoAttack's Square attack spends 5000 queries per robust point and ε
     pgd = pgd_l2(net, xt, yt, eps, n_iter=50).accuracy
     with torch.no_grad():

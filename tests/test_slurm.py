@@ -151,6 +151,7 @@ def _epoch_rows(csv: Path) -> pd.DataFrame:
     return log[log["val/loss"].notna() & log.epoch.notna()].set_index("epoch")  # not the summary row
 
 
+@pytest.mark.slow  # waits out a 1-minute SLURM time limit and a requeue: ~2 minutes of a worker
 def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, slurm):
     ref_dir, sweep = tmp_path / "ref", tmp_path / "sweep"
     reference = cli(tmp_path, "-m", *RUN, f"hydra.sweep.dir={ref_dir}", background=True)  # uninterrupted, alongside
