@@ -18,12 +18,12 @@ import pytest
 
 from stablenets.api import compose, train
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_damaged_input")
+
 DRIVER = r"""
 import contextlib, importlib, io, json, sys
 from hydra.core.global_hydra import GlobalHydra
-
-# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_damaged_input")
 
 results = []
 for module, argv in json.loads(sys.argv[1]):

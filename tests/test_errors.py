@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_errors")
+
 CASES = [
     (["model=transformer"], ["model", "hnn", "mlp", "nonexpansive"]),
     (["data=imagenet"], ["data", "swiss_roll", "fashion_mnist"]),
@@ -51,9 +54,6 @@ DRIVER = r"""
 import contextlib, io, json, sys
 from hydra.core.global_hydra import GlobalHydra
 from stablenets.train import main
-
-# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_errors")
 
 results = []
 for run, overrides in json.loads(sys.argv[1]):

@@ -13,6 +13,9 @@ import torch
 from stablenets.api import compose, export, train
 from stablenets.robustness.certify import certified_radius
 
+# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_export")
+
 RUNS = {
     # dense gradient-flow blocks with several eval-mode sub-steps (T=4), a prescribed L, the sqrt2 certificate
     "dense": ["model=nonexpansive", "model.depth=2", "model.width=8", "model.T=4", "lipschitz=bound", "lipschitz.L=2",
@@ -58,9 +61,6 @@ def test_exported_logits_and_certificate_equal_the_runs(exported):
 LOADER = r"""
 import json, sys
 import numpy as np, onnx, onnxruntime as ort, torch
-
-# its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("test_export")
 path, data = sys.argv[1], torch.load(sys.argv[2])
 extra = {"stablenets.json": ""}
 net = torch.export.load(path + "/model.pt2", extra_files=extra).module()

@@ -12,7 +12,7 @@ from problems import compose_cfg
 from stablenets.callbacks import PowerMethodCallback
 from stablenets.models import InvNet
 from stablenets.nn.gradient_flow import substep_budget, substep_cap
-from stablenets.progress import ProgressLines
+from stablenets.runner.progress import ProgressLines
 from stablenets.robustness import empirical_lipschitz
 from stablenets.robustness.lipschitz import search_passes
 from stablenets.tasks.inverse import LIPSCHITZ_SEARCH
