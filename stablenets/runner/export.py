@@ -37,6 +37,7 @@ from torch import nn
 
 from ..contracts import LipschitzBounded, PairwiseBounded
 from .errors import ConfigError
+from .inputs import read_json
 from ..models.certified import RowNormalizedLinear
 from ..nn.activations import get_activation
 from ..nn.gradient_flow import GradientFlowBlock
@@ -143,13 +144,7 @@ def _read_results(run_dir: Path) -> dict:
     path = run_dir / "results.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a finished run: {path} is missing (export needs the run's results)")
-    try:
-        res = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged (not valid JSON: {e}); re-run or re-evaluate the run") from None
-    if not isinstance(res, dict) or not isinstance(res.get("metrics"), dict):
-        raise ConfigError(f"{path} is damaged: it holds no 'metrics' table")
-    return res
+    return read_json(path)
 
 
 def metadata(net: nn.Module, results: dict, cfg, in_shape, box) -> dict[str, Any]:

@@ -39,6 +39,15 @@ def check_channels(name: str, value: int | None) -> None:
     check_count(**{name: value})
 
 
+def circular_conv_shapes(in_shape, out_channels: int | None, kernel_size: int) -> tuple[tuple, tuple]:
+    """``(in_shape, out_shape)`` of a same-size circular convolution, checked; ``out_channels`` defaults to the
+    input's."""
+    in_shape = check_image_shape(in_shape)
+    check_kernel(kernel_size, "circular", in_shape)
+    check_count(out_channels=out_channels)
+    return in_shape, (out_channels or in_shape[0], *in_shape[1:])
+
+
 def dense_features(in_features: int, out_features: int | None) -> tuple[int, int]:
     """``(in, out)`` of a dense layer, checked; ``out`` defaults to ``in`` (a square layer)."""
     check_count(in_features=in_features, out_features=out_features)

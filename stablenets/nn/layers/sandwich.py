@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, dense_features, fourier_apply,
+from .base import (circular_conv_shapes, check_input, dense_features, fourier_apply,
                   kernel_symbol, spectral_max_norm)
 from .cayley import cayley
 
@@ -69,11 +69,8 @@ class SandwichConv2d(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
                  bias: bool = True) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, "circular", in_shape)
-        check_channels("out_channels", out_channels)
-        out_channels = out_channels or in_shape[0]
-        self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])
+        self.in_shape, self.out_shape = circular_conv_shapes(in_shape, out_channels, kernel_size)
+        in_shape, out_channels = self.in_shape, self.out_shape[0]
         conv = nn.Conv2d(in_shape[0] + out_channels, out_channels, kernel_size, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
         self.alpha = nn.Parameter(kernel_symbol(self.weight.detach(), in_shape).norm().clone())
