@@ -50,6 +50,7 @@ from stablenets.callbacks import PowerMethodCallback
 from stablenets.runner.config import build
 from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
 from stablenets.nn.activations import GroupSort
+from stablenets.nn.bounds import lipschitz_bound
 from stablenets.nn.isometries import L2Pool2d
 from stablenets.eval import load_run
 from stablenets.losses import HKR
@@ -66,16 +67,25 @@ SECTIONS = ("ne", "attack", "epochs", "peer")
 PEER = ["data.batch_size=100", "task.optimizer.lr=1e-3"]  # and its loss: HKR(alpha=0.99, min_margin=0.25)
 
 
-def peer_net(in_shape=(1, 28, 28), out_dim: int = 10) -> nn.Sequential:
-    """deel-torchlip's Fashion-MNIST tutorial network (106k parameters) from this package's layers."""
-    c, h, w = in_shape
-    net = nn.Sequential(
-        SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
-        SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
-        nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2),
-        SpectralLinear(64, out_dim, max_norm=1.0, exact=True))
-    net.lipschitz_bound = lambda: 1.0  # every layer has norm exactly 1 (not used for timing)
-    return net
+class PeerNet(nn.Sequential):
+    """deel-torchlip's Fashion-MNIST tutorial network (106k parameters) from this package's layers; its bound
+    comes from the same per-part rules as every model's (``stablenets.nn.bounds``)."""
+
+    def __init__(self, in_shape=(1, 28, 28), out_dim: int = 10) -> None:
+        c, h, w = in_shape
+        super().__init__(
+            SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
+            SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
+            nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2),
+            SpectralLinear(64, out_dim, max_norm=1.0, exact=True))
+        self.in_shape = tuple(in_shape)
+
+    def lipschitz_bound(self) -> float:
+        return lipschitz_bound(list(self), self.in_shape, "peer")
+
+
+def peer_net(in_shape=(1, 28, 28), out_dim: int = 10) -> PeerNet:
+    return PeerNet(in_shape, out_dim)
 
 
 def subnormals(tensors) -> int:

@@ -94,11 +94,12 @@ def test_request_no_node_can_run_is_refused_before_submission(tmp_path, slurm):
     """The launcher's defaults (8 CPUs with num_threads=auto, 32 GB) on a small node: one paragraph, exit 2, no job."""
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%c %m"], capture_output=True, text=True).stdout.split()
     cpus, mem_mb = int(nodes[0]), int(nodes[1])
-    if cpus >= 8 and mem_mb >= 32 * 1024:
-        pytest.skip("the node is large enough for the defaults")
+    # the defaults (8 CPUs, 32 GB) on a small node; on a node that could run them, one CPU more than it has
+    too_big = [] if cpus < 8 or mem_mb < 32 * 1024 else [f"hydra.launcher.cpus_per_task={cpus + 1}"]
     sweep = tmp_path / "outputs" / "sweeps" / "nonexpansive_swiss_roll"  # the default, named by ${hydra:...}
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}")
+    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}",
+               *too_big)
     assert proc.returncode == 2 and time.time() - t0 < 60, proc.stderr[-3000:]
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err

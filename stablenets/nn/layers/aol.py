@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checks import check_count
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
+from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
                   dense_features)
 
 EPS = 1e-6
@@ -56,7 +57,7 @@ class AOLConv2d(nn.Module):
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
-        check_channels("out_channels", out_channels)
+        check_count(out_channels=out_channels)
         out_channels = out_channels or in_shape[0]
         self.in_shape, self.padding_mode = in_shape, padding_mode
         self.out_shape = (out_channels, *in_shape[1:])

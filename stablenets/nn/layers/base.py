@@ -35,10 +35,6 @@ def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[
         raise ValueError(f"circular padding needs H, W >= kernel_size ({kernel_size}), got in_shape {in_shape}")
 
 
-def check_channels(name: str, value: int | None) -> None:
-    check_count(**{name: value})
-
-
 def circular_conv_shapes(in_shape, out_channels: int | None, kernel_size: int) -> tuple[tuple, tuple]:
     """``(in_shape, out_shape)`` of a same-size circular convolution, checked; ``out_channels`` defaults to the
     input's."""

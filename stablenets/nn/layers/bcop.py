@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
+from ...checks import check_count
+from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
 
 
 def bjorck_batched(w: torch.Tensor, iters: int) -> torch.Tensor:
@@ -54,8 +55,8 @@ class BCOPConv2d(nn.Module):
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
-        check_channels("out_channels", out_channels)
-        check_channels("bjorck_iters", bjorck_iters)
+        check_count(out_channels=out_channels)
+        check_count(bjorck_iters=bjorck_iters)
         out_channels = out_channels or in_shape[0]
         c = max(in_shape[0], out_channels)
         self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])

@@ -22,7 +22,8 @@ import torch
 from ..activations import get_activation
 from ..gradient_flow import GradientFlowBlock
 from ..spectral import SpectralConv2d, SpectralLinear
-from .base import check_channels, check_image_shape, check_input, check_kernel
+from ...checks import check_count
+from .base import check_image_shape, check_input, check_kernel
 
 
 def _step(activation: str, margin: float) -> float:
@@ -37,8 +38,8 @@ class CPLLinear(GradientFlowBlock):
 
     def __init__(self, in_features: int, out_features: int | None = None, hidden: int | None = None,
                  activation: str = "relu", margin: float = 0.01) -> None:
-        check_channels("in_features", in_features)
-        check_channels("hidden", hidden)
+        check_count(in_features=in_features)
+        check_count(hidden=hidden)
         if out_features not in (None, in_features):
             raise ValueError(f"CPL is residual: out_features must equal in_features ({in_features}), "
                              f"got {out_features}")
@@ -55,7 +56,7 @@ class CPLConv2d(GradientFlowBlock):
                  hidden: int | None = None, activation: str = "relu", margin: float = 0.01) -> None:
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size)
-        check_channels("hidden", hidden)
+        check_count(hidden=hidden)
         if out_channels not in (None, in_shape[0]):
             raise ValueError(f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), "
                              f"got {out_channels}")

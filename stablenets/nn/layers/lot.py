@@ -24,8 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...checks import check_count
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
+from .base import (check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
                   spectral_max_norm)
 
 
@@ -57,8 +58,8 @@ class LOTLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True, train_iters: int = 10,
                  eval_iters: int = 20) -> None:
         super().__init__()
-        check_channels("in_features", in_features)
-        check_channels("out_features", out_features)
+        check_count(in_features=in_features)
+        check_count(out_features=out_features)
         _check_iters(train_iters, eval_iters)
         out_features = out_features or in_features
         self.in_features, self.out_features = in_features, out_features
@@ -86,7 +87,7 @@ class LOTConv2d(nn.Module):
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, "circular", in_shape)
-        check_channels("out_channels", out_channels)
+        check_count(out_channels=out_channels)
         _check_iters(train_iters, eval_iters)
         out_channels = out_channels or in_shape[0]
         self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..activations import get_activation
+from ...checks import check_count
 from ..power import dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint,
+from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint,
                   conv_same_norm)
 
 
@@ -63,8 +64,8 @@ class SLLLinear(_SLL):
     def __init__(self, in_features: int, out_features: int | None = None, hidden: int | None = None,
                  activation: str = "relu", eps: float = 1e-6) -> None:
         super().__init__()
-        check_channels("in_features", in_features)
-        check_channels("hidden", hidden)
+        check_count(in_features=in_features)
+        check_count(hidden=hidden)
         if out_features not in (None, in_features):
             raise ValueError(f"SLL is residual: out_features must equal in_features ({in_features}), "
                              f"got {out_features}")
@@ -97,7 +98,7 @@ class SLLConv2d(_SLL):
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
-        check_channels("hidden", hidden)
+        check_count(hidden=hidden)
         if out_channels not in (None, in_shape[0]):
             raise ValueError(f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), "
                              f"got {out_channels}")

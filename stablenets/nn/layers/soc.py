@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checks import check_count
 from ..power import CERT_SLACK, dense_norm_bound
-from .base import (check_channels, check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
+from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
                   dense_features, flip_transpose)
 
 
@@ -173,7 +174,7 @@ class SOCConv2d(_SOC):
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
-        check_channels("out_channels", out_channels)
+        check_count(out_channels=out_channels)
         out_channels = out_channels or in_shape[0]
         c = max(in_shape[0], out_channels)
         self.in_shape, self.padding_mode = in_shape, padding_mode
