@@ -61,11 +61,42 @@ def test_reshaped_kernel_norm_is_not_the_operator_norm():
     assert exact / reshaped > 2.5
 
 
-def test_adjoint_is_exact():
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (3, 1, 0), (1, 1, 0), (5, 1, 1)])
+def test_adjoint_is_exact(k, stride, pad):
+    """``<Au, v> = <u, Aᵀv>`` on both adjoint paths: the flipped-kernel convolution (stride 1, same padding)
+    and the transposed convolution (everything else)."""
     g = torch.Generator().manual_seed(3)
-    w = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
-    for stride in (1, 2):
-        op, op_t = conv_ops(w, (2, 7, 7), stride, 1)
-        u = torch.randn(1, 2, 7, 7, generator=g, dtype=torch.float64)
-        v = torch.randn_like(op(u))
-        assert torch.isclose((op(u) * v).sum(), (u * op_t(v)).sum(), rtol=1e-10)
+    w = torch.randn(4, 2, k, k, generator=g, dtype=torch.float64)
+    op, op_t = conv_ops(w, (2, 7, 7), stride, pad)
+    u = torch.randn(1, 2, 7, 7, generator=g, dtype=torch.float64)
+    v = torch.randn_like(op(u))
+    assert op_t(v).shape == u.shape
+    assert torch.isclose((op(u) * v).sum(), (u * op_t(v)).sum(), rtol=1e-10)
+
+
+def test_batched_power_steps_equal_one_layer_at_a_time():
+    """The callback's batched step (norms, normalisation, writes for all layers at once) is eq. (31) per layer."""
+    import copy
+    from stablenets.nn import SpectralConv2d, SpectralLinear
+    from stablenets.nn.power import power_iteration
+    from stablenets.nn.spectral import power_steps, project_all
+    torch.manual_seed(0)
+    ops = [SpectralConv2d((3, 8, 8), 5, max_norm=1.0), SpectralConv2d((4, 6, 6), 4, stride=2),
+           SpectralLinear(7, 4, max_norm=2.0, exact=True), SpectralLinear(9, 9, max_norm=0.5)]
+    for m in ops:
+        m.weight.data.mul_(3.0)
+    ref = copy.deepcopy(ops)
+    power_steps(ops)
+    for m, r in zip(ops, ref):
+        sigma, u = power_iteration(*r.operators(), r.u)
+        assert torch.allclose(m.u, u, rtol=1e-6, atol=1e-7) and float(m.norm_estimate) == pytest.approx(float(sigma), rel=1e-6)
+    before = [m.weight.detach().clone() for m in ops]
+    assert int(project_all(ops)) == 3  # the free layer is left alone
+    assert [float(m.norm_estimate) for m in ops][::2] == [1.0, 2.0]  # σ̂ at the cap exactly
+    assert float(ops[3].norm_estimate) == 0.5 and torch.equal(ops[1].weight, before[1])
+    assert int(project_all(ops)) == 0  # nothing left to do
+    zero = SpectralLinear(4, 4)
+    zero.weight.data.zero_()
+    u0 = zero.u.clone()
+    power_steps([zero])  # u in the null space: kept (a zero u could never leave it), estimate ~0
+    assert torch.allclose(zero.u, u0) and float(zero.norm_estimate) < 1e-6

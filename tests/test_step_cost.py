@@ -16,7 +16,7 @@ def test_the_short_per_step_retraction_equals_the_long_one(layer):
     torch.manual_seed(0)
     m = (SpectralLinear(1176, 64, max_norm=1.0, exact=True, orthogonal=True) if layer == "dense"
          else SpectralConv2d((64, 7, 7), 24, kernel_size=1, max_norm=1.0, exact=True, orthogonal=True))
-    m.step_bjorck_iters = 4
+    assert m.step_bjorck_iters == 4  # the default
     with torch.no_grad():
         m.weight.add_(1e-2 * torch.randn(m.weight.shape).sign())  # an Adam step at lr 1e-2
         m.update_norm_estimate(n_iters=50)

@@ -4,11 +4,11 @@ Section 6: "Before passing to the next minibatch ... we update our estimates of 
 weights using the power method ... warm-start ... a single iteration".  After every optimizer step, for
 every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
 
-1. ``n_iters`` warm-started iterations; each estimate that still moved by more than ``tol`` (relative) gets
-   another one, up to ``max_iters`` — a warm start that is on target costs one iteration.  The tolerance
-   is checked for all layers at once: one host synchronisation per step, which also reads the estimates
-   that set the training sub-step counts of the gradient-flow blocks (their forward never reads a device
-   value);
+1. ``n_iters`` warm-started iterations (default 1: the paper's "single iteration"), the element-wise work
+   of all layers batched (:func:`~stablenets.nn.spectral.power_steps`); with ``max_iters > n_iters``, each
+   estimate that still moved by more than ``tol`` (relative) gets another one, up to ``max_iters``.  One
+   host synchronisation per step reads the estimates (and checks the tolerance), which set the training
+   sub-step counts of the gradient-flow blocks (their forward never reads a device value);
 2. under DDP, the estimates and vectors are broadcast from rank 0, so every rank holds the same state;
 3. with ``project`` (default), a layer that rescales its weight to a norm cap in the forward pass gets its
    stored weight projected back to the cap (``SpectralOperator.project_``: same function, but the stored
@@ -28,7 +28,7 @@ import lightning as pl
 import torch
 
 from ..nn.gradient_flow import GradientFlowBlock
-from ..nn.spectral import SpectralOperator
+from ..nn.spectral import SpectralOperator, power_steps, project_all
 from ..ranks import is_distributed
 
 
@@ -55,7 +55,7 @@ def broadcast_state(ops: list[SpectralOperator]) -> None:
 
 
 class PowerMethodCallback(pl.Callback):
-    def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 20, converge_iters: int = 500,
+    def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 1, converge_iters: int = 500,
                  log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
                  project: bool = True) -> None:
         if n_iters < 1 or max_iters < n_iters:
@@ -90,26 +90,28 @@ class PowerMethodCallback(pl.Callback):
         ops = [m for _, m in tracked_modules(module)]
         if not ops:
             return
-        before = torch.stack([m.norm_estimate for m in ops])
+        before = torch.stack([m.norm_estimate for m in ops]) if self.max_iters > self.n_iters else None
         for _ in range(self.n_iters):
-            for m in ops:
-                m.power_step()
+            power_steps(ops)
         its, moving = self.n_iters, list(range(len(ops)))
         while True:
-            now, prev = torch.stack([torch.stack([m.norm_estimate for m in ops]), before]).tolist()  # one synchronisation
+            now = torch.stack([m.norm_estimate for m in ops])
+            if before is None:  # one iteration per step (the paper's protocol): nothing to compare
+                now = now.tolist()  # the one host synchronisation
+                break
+            now, prev = torch.stack([now, before]).tolist()  # one synchronisation
             moving = [i for i in moving if abs(now[i] - prev[i]) > self.tol * max(now[i], 1e-12)]
             if its >= self.max_iters or not moving:
                 break
             before = torch.tensor(now, device=before.device, dtype=before.dtype)
-            for i in moving:  # only the estimates that still move take another iteration
-                ops[i].power_step()
+            power_steps([ops[i] for i in moving])  # only the estimates that still move take another iteration
             its += 1
         self.iterations += its
         if is_distributed():
             broadcast_state(ops)
             now = torch.stack([m.norm_estimate for m in ops]).tolist()
         if self.project:
-            done = torch.stack([m.project_() for m in ops]).sum()
+            done = project_all(ops)
             self._projections = done if self._projections is None else self._projections + done
         estimates = {id(m): v for m, v in zip(ops, now)}  # before projection: the same sub-step counts
         for _, block in _blocks(module):

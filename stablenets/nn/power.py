@@ -111,8 +111,14 @@ def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, pad
     def op(u: torch.Tensor) -> torch.Tensor:
         return F.conv2d(u, weight, stride=(s_h, s_w), padding=(p_h, p_w))
 
-    def op_t(v: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(v, weight, stride=(s_h, s_w), padding=(p_h, p_w), output_padding=(op_h, op_w))
+    if (s_h, s_w) == (1, 1) and (2 * p_h, 2 * p_w) == (k_h - 1, k_w - 1):
+        # stride 1, "same" padding: the adjoint is the convolution with the flipped, transposed kernel (same
+        # padding) — the same numbers as conv_transpose2d, through the faster forward-convolution kernels
+        def op_t(v: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(v, weight.transpose(0, 1).flip(-2, -1), padding=(p_h, p_w))
+    else:
+        def op_t(v: torch.Tensor) -> torch.Tensor:
+            return F.conv_transpose2d(v, weight, stride=(s_h, s_w), padding=(p_h, p_w), output_padding=(op_h, op_w))
 
     return op, op_t
 

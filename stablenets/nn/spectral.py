@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound, power_iteration,
+from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound,
                     power_method, round_down)
 
 
@@ -56,10 +56,9 @@ class SpectralOperator(nn.Module):
     u: torch.Tensor
     norm_estimate: torch.Tensor
     #: Björck iterations of the per-step retraction (``orthogonal``); it starts from the previous step's
-    #: (semi-)orthogonal weight moved by one optimizer step, so fewer suffice (4 reach the 12-iteration result
-    #: to float32 rounding for steps of up to 1e-2 per entry, tests/test_step_cost.py) — 12 is what the
-    #: fmnist_certified preset's reported numbers were trained with
-    step_bjorck_iters: int = 12
+    #: (semi-)orthogonal weight moved by one optimizer step, so few suffice: 4 reach the 12-iteration result
+    #: to float32 rounding for steps of up to 1e-2 per entry (tests/test_step_cost.py), at a third of the cost
+    step_bjorck_iters: int = 4
 
     def __init__(self, u_shape: tuple[int, ...], max_norm: float | None = None, exact: bool = False,
                  orthogonal: bool = False, warm_iters: int = 50) -> None:
@@ -194,14 +193,10 @@ class SpectralOperator(nn.Module):
         self.norm_estimate.copy_(estimate)
         return its
 
-    @torch.no_grad()
     def power_step(self) -> None:
-        """One warm-started iteration of eq. (31), on the device (no host synchronisation)."""
-        estimate, u = power_iteration(*self.operators(), self.u)
-        self.u.copy_(u)
-        self.norm_estimate.copy_(estimate)
+        """One warm-started iteration of eq. (31), on the device (no host synchronisation): :func:`power_steps`."""
+        power_steps([self])
 
-    @torch.no_grad()
     def project_(self) -> torch.Tensor:
         """Rescale the stored weight to the norm cap where the estimate exceeds it (exact: always to ``c``).
 
@@ -215,19 +210,7 @@ class SpectralOperator(nn.Module):
         normalised layer keeps the norm of every signal, not only of its top direction.  The certificate does
         not depend on it: the forward pass still divides by the certified norm.
         """
-        if self.orthogonal:
-            w = self.weight.view(len(self.weight), -1)
-            w.copy_(bjorck(w / self.norm_estimate.clamp_min(1e-30), iters=self.step_bjorck_iters))
-            self.norm_estimate.fill_(1.0)
-            return torch.ones((), dtype=torch.bool, device=self.norm_estimate.device)
-        if self.max_norm is None:
-            return torch.zeros((), dtype=torch.bool, device=self.norm_estimate.device)
-        s = self.max_norm / self.norm_estimate.clamp_min(1e-30)
-        if not self.exact:
-            s = s.clamp(max=1.0)
-        self.weight.mul_(s.to(self.weight.dtype))
-        self.norm_estimate.mul_(s)
-        return s != 1.0
+        return project_all([self])
 
 
 class SpectralLinear(SpectralOperator):
@@ -302,3 +285,66 @@ class SpectralConv2d(SpectralOperator):
     def extra_repr(self) -> str:
         return (f"in_shape={self.in_shape}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
                 f"stride={self.stride}, padding={self.padding}, max_norm={self.max_norm}, exact={self.exact}")
+
+
+# -- the per-step work of PowerMethodCallback, for all layers at once ---------------------------------------
+# For the small layers of these nets the cost of a step of the power method is dispatch, not arithmetic: a
+# norm, a division and two buffer writes per layer cost as much as its two single-image convolutions.  The
+# two functions below do the element-wise work once for all layers (``torch._foreach_*``, as torch.optim's
+# foreach optimizers do); the convolutions stay per layer.
+
+@torch.no_grad()
+def power_steps(ops: list[SpectralOperator]) -> None:
+    """One warm-started iteration of eq. (31) for every operator: ``u ← AᵀAu / ‖AᵀAu‖``, ``σ̂ ← √‖AᵀAu‖``.
+
+    No host synchronisation.  ``AᵀAu + αu`` is normalised instead of ``AᵀAu`` (``α = 10⁻¹⁵`` in float32, bf16
+    and float64): the same vector to float32 rounding whenever ``‖A‖ ≥ 10⁻⁴``, and ``u`` itself (a unit vector,
+    with ``σ̂ = √α``) when ``u`` lies in the null space — a zero ``u`` would never leave it."""
+    if not ops:
+        return
+    ws = [m.rmatvec(m.matvec(m.u, w), w) for m in ops for w in (m.weight.detach(),)]
+    us = [m.u for m in ops]
+    tiny = torch.finfo(us[0].dtype).tiny
+    torch._foreach_add_(ws, us, alpha=1e-15 if tiny < 1e-30 else tiny ** 0.5)  # α² stays a normal number
+    norms = torch._foreach_norm(ws)
+    torch._foreach_div_(ws, norms)
+    torch._foreach_copy_(us, ws)
+    torch._foreach_copy_([m.norm_estimate for m in ops], torch._foreach_sqrt(norms))
+
+
+@torch.no_grad()
+def project_all(ops: list[SpectralOperator]) -> torch.Tensor:
+    """:meth:`SpectralOperator.project_` of every operator; the number of rescaled weights as a device tensor
+    (no host synchronisation).  Capped and normalised layers are rescaled together: ``s = c/σ̂`` (capped:
+    ``min(1, c/σ̂)``), ``A ← s·A``, ``σ̂ ← c`` (capped: ``min(σ̂, c)``); (semi-)orthogonal ones each take their
+    Björck retraction."""
+    device = ops[0].norm_estimate.device if ops else torch.device("cpu")
+    done = torch.zeros((), dtype=torch.long, device=device)
+    for m in ops:
+        if m.orthogonal:
+            w = m.weight.view(len(m.weight), -1)
+            w.copy_(bjorck(w / m.norm_estimate.clamp_min(1e-30), iters=m.step_bjorck_iters))
+            m.norm_estimate.fill_(1.0)
+            done += 1
+    capped = [m for m in ops if m.max_norm is not None and not m.orthogonal]
+    if not capped:
+        return done
+    estimates = [m.norm_estimate for m in capped]
+    stacked = torch.stack(estimates)
+    caps = torch.tensor([m.max_norm for m in capped], dtype=stacked.dtype).to(device, non_blocking=True)
+    s = caps / stacked.clamp_min(1e-30)
+    after = caps  # σ̂ ← c exactly (not σ̂·s, whose rounding could leave it a hair above the cap)
+    exact = [m.exact for m in capped]
+    if not all(exact):
+        is_exact = torch.tensor(exact).to(device, non_blocking=True)
+        s = torch.where(is_exact, s, s.clamp(max=1.0))
+        after = torch.where(is_exact, caps, torch.minimum(stacked, caps))
+    scales = s.unbind()
+    weights = [m.weight for m in capped]
+    if len({w.dtype for w in weights}) == 1 and weights[0].dtype == s.dtype:
+        torch._foreach_mul_(weights, scales)
+    else:
+        for w, f in zip(weights, scales):
+            w.mul_(f.to(w.dtype))
+    torch._foreach_copy_(estimates, after.unbind())
+    return done + (s != 1.0).sum()

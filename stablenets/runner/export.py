@@ -41,7 +41,7 @@ from .inputs import read_json
 from ..models.certified import RowNormalizedLinear
 from ..nn.activations import get_activation
 from ..nn.gradient_flow import GradientFlowBlock
-from ..nn.power import conv_output_size
+from ..nn.power import conv_ops
 from ..nn.spectral import SpectralConv2d, SpectralLinear
 
 RADIUS = {"sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)", "paper": "(z_y - max_{j != y} z_j) / (2 * L)",
@@ -51,7 +51,7 @@ RADIUS = {"sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)", "paper": "(z_y - 
 class FlowSteps(nn.Module):
     """``n`` explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)`` with fixed ``A``, ``b``, ``n``, ``h = T/n`` (eq. 18):
     a gradient-flow block frozen at its eval-mode weight and sub-step count; ``A`` dense or a convolution
-    (``Aᵀ`` its exact adjoint, a transposed convolution)."""
+    (``Aᵀ`` its exact adjoint, computed as the layer computes it: :func:`stablenets.nn.power.conv_ops`)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, n: int, T: float, activation: str,
                  conv: dict[str, Any] | None = None) -> None:
@@ -68,13 +68,7 @@ class FlowSteps(nn.Module):
         conv = None
         if isinstance(block.op, SpectralConv2d):
             op = block.op
-            k_h, k_w = w.shape[-2:]
-            _, h, wd = op.in_shape
-            out_h = conv_output_size(h, k_h, op.stride, op.padding)
-            out_w = conv_output_size(wd, k_w, op.stride, op.padding)
-            conv = {"stride": op.stride, "padding": op.padding,
-                    "output_padding": (h - ((out_h - 1) * op.stride - 2 * op.padding + k_h),
-                                       wd - ((out_w - 1) * op.stride - 2 * op.padding + k_w))}
+            conv = {"in_shape": tuple(op.in_shape), "stride": op.stride, "padding": op.padding}
         elif not isinstance(block.op, SpectralLinear):
             raise ConfigError(f"cannot export a gradient-flow block over {type(block.op).__name__}")
         return cls(w, block.op.bias, n, block.T, block.activation, conv)
@@ -86,9 +80,8 @@ class FlowSteps(nn.Module):
                 x = x - h * (self.act(F.linear(x, self.weight, self.bias)) @ self.weight)
             else:
                 c = self.conv
-                v = self.act(F.conv2d(x, self.weight, self.bias, stride=c["stride"], padding=c["padding"]))
-                x = x - h * F.conv_transpose2d(v, self.weight, stride=c["stride"], padding=c["padding"],
-                                               output_padding=c["output_padding"])
+                _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])  # the layer's own adjoint
+                x = x - h * adjoint(self.act(F.conv2d(x, self.weight, self.bias, stride=c["stride"], padding=c["padding"])))
         return x
 
     def extra_repr(self) -> str:
