@@ -5,6 +5,7 @@
     python scripts/benchmark.py --runs outputs/sweeps/fig14/*      # attack only: finished runs' checkpoints
     python scripts/benchmark.py --only epochs peer --n-train 30000 --epochs 1 --threads 1   # what users feel
     python scripts/benchmark.py --only epochs --late-state fmnist_certified=RUN/checkpoints/last.ckpt
+    python scripts/benchmark.py --only peer --certified model.blocks=[2,2]      # a variant of the certified net
 
 The models come from the presets ``experiment=fmnist_nonexpansive``, ``fmnist_resnet`` and ``fmnist_certified``
 (same data, schedule, loss and callbacks as ``stablenets-train``; subnormals flushed to zero as the runner does,
@@ -196,13 +197,14 @@ def epoch_section(args, accelerator: str) -> None:
     data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none"]
     for preset in EPOCH_PRESETS:
         late = dict(s.split("=", 1) for s in args.late_state or []).get(preset)
-        *_, first, _ = train(preset, [*data, f"trainer.max_epochs={args.epochs}"], accelerator, validate=True)
+        mine = args.certified if preset == "fmnist_certified" else []
+        *_, first, _ = train(preset, [*data, *mine, f"trainer.max_epochs={args.epochs}"], accelerator, validate=True)
         held = []
 
         def prepare(objects, late=late, held=held):
             held.append(load_late_state(objects, late) if late else age(objects))
 
-        *_, last, _ = train(preset, [*data, "trainer.max_epochs=1"], accelerator, prepare=prepare, validate=True)
+        *_, last, _ = train(preset, [*data, *mine, "trainer.max_epochs=1"], accelerator, prepare=prepare, validate=True)
         times, cpu = first.times + last.times, first.cpu + last.cpu
         print(f"[epochs] {preset:20s} epochs {', '.join(f'{t:.1f}' for t in times)} s, CPU "
               f"{', '.join(f'{t:.1f}' for t in cpu)} s (the last from "
@@ -214,7 +216,7 @@ def peer_section(args, accelerator: str) -> None:
     """The certified preset's epoch time against the deel-torchlip-shaped net, same threads and data."""
     data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none",
             f"trainer.max_epochs={args.epochs}"]
-    *_, ours, power = train("fmnist_certified", data, accelerator, validate=True)
+    *_, ours, power = train("fmnist_certified", [*data, *args.certified], accelerator, validate=True)
     *_, peer, peer_power = train("fmnist_certified", [*data, *PEER], accelerator, net=peer_net(),
                          loss=HKR(alpha=0.99, min_margin=0.25), validate=True)
     a, b = (sum(t.times) / len(t.times) for t in (ours, peer))
@@ -237,6 +239,8 @@ def main() -> None:
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and attack")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
+    ap.add_argument("--certified", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="epochs, peer: overrides of the fmnist_certified preset (e.g. model.blocks=[2,2])")
     ap.add_argument("--late-state", nargs="*", metavar="PRESET=PATH",
                     help="epochs: a run's checkpoint as the late state of a preset (default: the aged state)")
     ap.add_argument("--no-flush", action="store_true", help="keep subnormal floats (the runner flushes them)")
