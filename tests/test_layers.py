@@ -286,3 +286,41 @@ def test_conv_layers_refuse_an_input_of_another_shape(family):
     layer(torch.randn(3, 2, 6, 6))
     with pytest.raises(ValueError, match="built for inputs of shape"):
         layer(torch.randn(3, 2, 8, 8))
+
+
+def test_bcop_orthogonalises_without_differentiating_an_svd():
+    """BCOP's Björck start ``W/‖W‖₂`` takes ``‖W‖₂ = ‖Wv₁‖`` with ``v₁`` from a float64 eigensolver, not an SVD in
+    autograd: float32 LAPACK's full SVD of a near-orthogonal 256x256 matrix failed to converge mid-training.
+    Same value and gradient as through the SVD; the result is orthogonal; gradients are finite."""
+    from stablenets.nn.layers.bcop import bjorck_batched
+    torch.manual_seed(0)
+    near = torch.stack([nn.init.orthogonal_(torch.empty(64, 64)) for _ in range(3)]) + 1e-3 * torch.randn(3, 64, 64)
+    spread = torch.randn(2, 64, 64)
+
+    def graph(fn) -> set[str]:
+        seen, todo = set(), [fn]
+        while todo:
+            f = todo.pop()
+            if f is not None and f not in seen:
+                seen.add(f)
+                todo += [g for g, _ in f.next_functions]
+        return {type(f).__name__ for f in seen}
+
+    for w in (near, spread):
+        w = w.clone().requires_grad_()
+        q = bjorck_batched(w, iters=30)
+        assert not any("Svd" in name or "Eigh" in name for name in graph(q.grad_fn))
+        q.sum().backward()
+        assert torch.isfinite(w.grad).all()
+        assert (q.mT @ q - torch.eye(64)).abs().max() < 1e-4
+        w64 = w.detach().double().requires_grad_()  # the norm and its gradient equal the SVD's
+        v = torch.linalg.eigh(w64.detach().mT @ w64.detach())[1][..., -1:]
+        mine = (w64 @ v).norm(dim=(-2, -1))
+        ref = torch.linalg.matrix_norm(w64, 2)
+        assert torch.allclose(mine, ref, rtol=1e-10)
+        g_mine, = torch.autograd.grad(mine.sum(), w64)
+        g_ref, = torch.autograd.grad(ref.sum(), w64)
+        assert torch.allclose(g_mine, g_ref, atol=1e-8)
+    layer = BCOPConv2d((16, 8, 8), 16)
+    layer(torch.randn(2, 16, 8, 8)).sum().backward()
+    assert torch.isfinite(layer.params.grad).all()

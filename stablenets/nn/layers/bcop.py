@@ -28,8 +28,15 @@ from .base import check_image_shape, check_input, check_kernel, conv_same, conv_
 
 
 def bjorck_batched(w: torch.Tensor, iters: int) -> torch.Tensor:
-    """Björck–Bowie ``W ← 1.5W − 0.5 W WᵀW`` on a batch of square matrices, from ``W/‖W‖₂``."""
-    w = w / torch.linalg.matrix_norm(w, 2).clamp_min(1e-12)[..., None, None]
+    """Björck–Bowie ``W ← 1.5W − 0.5 W WᵀW`` on a batch of square matrices, from ``W/‖W‖₂``.
+
+    ``‖W‖₂ = ‖W v₁‖`` with ``v₁`` the top eigenvector of ``WᵀW`` from a float64 symmetric eigensolver (no
+    gradient through it): the same value, and the same gradient ``u₁v₁ᵀ`` as through an SVD, without
+    float32 LAPACK's full SVD, which failed to converge mid-training on a near-orthogonal 256-channel
+    matrix (all singular values ≈ 1, what BCOP trains)."""
+    with torch.no_grad():
+        v = torch.linalg.eigh(w.double().mT @ w.double())[1][..., -1:].to(w.dtype)  # (..., C, 1)
+    w = w / (w @ v).norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     for _ in range(iters):
         w = 1.5 * w - 0.5 * w @ (w.mT @ w)
     return w
