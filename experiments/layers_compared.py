@@ -7,6 +7,9 @@ them: the benchmark ConvNet with each family, every run on the same wall-clock b
     # = stablenets-train -m experiment=layers_compared_fmnist model/layer=cpl,sll,... model.size=XS
     #       trainer.max_time=00:00:10:00 trainer.max_epochs=1000 num_threads=1      (runs one after another)
 
+    python experiments/layers_compared.py task.optimizer.lr=0.05,0.5         # a learning-rate grid, best by validation
+    python experiments/layers_compared.py --from-search outputs/sweeps/layers_compared_fmnist_search   # searched lr, wd
+
     python experiments/layers_compared.py --search --trials 16 --layers cpl,sll --sizes XS --budget 00:00:02:00
     # = per (layer, size): stablenets-train -m hydra/sweeper=optuna hydra/sweeper/sampler=random
     #       hydra.sweeper.n_trials=16 task.optimizer.lr='tag(log, interval(...))' ...weight_decay=...
@@ -18,6 +21,10 @@ with the certificate audit.  Writes into outputs/sweeps/layers_compared_<data>/:
 ``comparison.md`` (per layer and size: clean, certified and PGD accuracy at each ε, seconds per epoch and its
 ratio to CPL of the same size, epochs reached, peak memory, parameters, the certified bound, audit violations)
 and ``certified_vs_time.png`` (certified accuracy at ε* against seconds per epoch, one point per layer and size).
+Runs of one family and size that differ in their training settings (a grid given as overrides, e.g.
+``task.optimizer.lr=0.05,0.5``) are all in ``comparison_all.csv``; ``comparison.csv`` keeps, per family and size,
+the one with the best validation certified accuracy (``val/certified_acc``: selected on validation, never on test).
+``--from-search`` trains each family and size with the learning rate and weight decay its search selected.
 
 Search mode (``--search``): the comparison's hyper-parameter search — random search over the learning rate
 (log-uniform, the one-cycle peak) and the weight decay (log-uniform), each trial a run on the budget, selected by
@@ -48,6 +55,7 @@ from stablenets.runner.sweeps import launch_sweep, study_group  # noqa: E402
 LAYERS = ["cpl", "sll", "aol", "soc", "cayley", "lot", "bcop", "sandwich"]
 PRESETS = {"fmnist": ("layers_compared_fmnist", 0.25), "cifar10": ("layers_compared_cifar10", 0.1412)}
 LAYER_KEY, SIZE_KEY = "model/layer", "model.size"
+LR_KEY, WD_KEY = "task.optimizer.lr", "task.optimizer.weight_decay"
 # random-search ranges (log-uniform): the one-cycle peak learning rate and the weight decay
 LR_RANGE, WD_RANGE = (1e-3, 1.0), (1e-6, 1e-2)
 
@@ -61,6 +69,9 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in runs.iterrows():
         row = {"layer": r[LAYER_KEY], "size": r[SIZE_KEY], "status": r.get("status")}
+        for col, key in (("lr", LR_KEY), ("weight decay", WD_KEY)):
+            if key in runs:  # swept or given: which training setting this row is
+                row[col] = pd.to_numeric(r.get(key), errors="coerce")
         mine = curves[curves.run_dir == r.run_dir] if not curves.empty else curves
         for _, point in mine.sort_values("eps").iterrows():
             e = f"{point.eps:g}"
@@ -78,7 +89,8 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    cpl = table[table.layer == "cpl"].set_index("size")["s/epoch"] if "s/epoch" in table else pd.Series(dtype=float)
+    cpl = (table[table.layer == "cpl"].groupby("size")["s/epoch"].mean() if "s/epoch" in table  # mean over CPL's runs
+           else pd.Series(dtype=float))
     table.insert(table.columns.get_loc("s/epoch") + 1, "time vs CPL",
                  [r["s/epoch"] / cpl[r["size"]] if r["size"] in cpl and cpl[r["size"]] else math.nan
                   for _, r in table.iterrows()])
@@ -86,6 +98,21 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     sizes = {s: i for i, s in enumerate(["XS", "S", "M", "L"])}
     return (table.sort_values(by=["size", "layer"], key=lambda c: c.map(sizes if c.name == "size" else order))
             .reset_index(drop=True))
+
+
+def select_best(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer and size: of the runs of one family and size that differ in their training settings
+    (e.g. ``task.optimizer.lr=0.05,0.5``), the one with the highest validation certified accuracy — the
+    comparison's selection rule, never the test numbers.  ``runs`` says how many it was chosen from."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["runs"] = table.groupby(["layer", "size"])["layer"].transform("size")
+    score = pd.to_numeric(table.get("val certified"), errors="coerce").fillna(-1.0)
+    score = score.where(table.status == "finished", -2.0)  # a finished run beats a failed one
+    best = score.groupby([table.layer, table["size"]]).transform("max")
+    chosen = table[score == best].drop_duplicates(["layer", "size"])
+    return chosen.reset_index(drop=True)
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -126,23 +153,47 @@ def figure(table: pd.DataFrame, eps: float, out: Path, title: str) -> None:
     save_figure(fig, out)
 
 
+def searched_settings(path: Path, layers: list[str], sizes: list[str]) -> list[tuple[str, str, float, float]]:
+    """``(layer, size, lr, weight decay)`` of a search's ``search_best.csv`` (a file, or the dir holding it), for
+    the requested layers and sizes; a requested pair the search did not finish is an error, before any run."""
+    path = path / "search_best.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise SystemExit(f"layers_compared: no search results at {path} (run with --search first)")
+    best = pd.read_csv(path)
+    found = {(r.layer, r.size): (float(r.lr), float(r.weight_decay)) for r in best.itertuples()
+             if r.status == "finished" and pd.notna(r.lr) and pd.notna(r.weight_decay)}
+    missing = [f"{layer} {size}" for layer in layers for size in sizes if (layer, size) not in found]
+    if missing:
+        raise SystemExit(f"layers_compared: {path} has no finished search for {', '.join(missing)}")
+    return [(layer, size, *found[(layer, size)]) for layer in layers for size in sizes]
+
+
 def compare(args, layers: list[str], sizes: list[str]) -> int:
     preset, eps_star = PRESETS[args.data]
     group = args.group or f"layers_compared_{args.data}"
-    sweep = launch_sweep([f"experiment={preset}", f"{LAYER_KEY}={','.join(layers)}", f"{SIZE_KEY}={','.join(sizes)}",
-                          f"trainer.max_time={args.budget}", f"trainer.max_epochs={args.max_epochs}", "num_threads=1"],
-                         args.overrides, group)
+    common = [f"experiment={preset}", f"trainer.max_time={args.budget}", f"trainer.max_epochs={args.max_epochs}",
+              "num_threads=1"]
+    if args.from_search:  # each family and size with its own searched lr and weight decay, into one study
+        for layer, size, lr, wd in searched_settings(Path(args.from_search), layers, sizes):
+            sweep = launch_sweep([*common, f"{LAYER_KEY}={layer}", f"{SIZE_KEY}={size}", f"{LR_KEY}={lr:.6g}",
+                                  f"{WD_KEY}={wd:.6g}"], args.overrides, group)
+    else:
+        sweep = launch_sweep([*common, f"{LAYER_KEY}={','.join(layers)}", f"{SIZE_KEY}={','.join(sizes)}"],
+                             args.overrides, group)
     runs, curves = read_sweep(sweep)
     if runs.empty:
         return 1
-    table = comparison_table(runs, curves)
+    every = comparison_table(runs, curves)
+    every.to_csv(sweep / "comparison_all.csv", index=False)
+    table = select_best(every)
     table.to_csv(sweep / "comparison.csv", index=False)
     (sweep / "comparison.md").write_text(markdown(table))
     print(markdown(table))
     if not table.empty:
         figure(table, args.figure_eps or eps_star, sweep / "certified_vs_time.png",
                f"{preset}: every run on a budget of {args.budget}")
-    print(f"wrote {sweep}/comparison.csv, comparison.md, certified_vs_time.png")
+    print(f"wrote {sweep}/comparison.csv, comparison.md (one row per layer and size: the best by validation "
+          f"certified accuracy of {len(every)} runs, all in comparison_all.csv), certified_vs_time.png")
     return 0 if (runs.status == "finished").all() else 1
 
 
@@ -191,6 +242,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=1000, help="cap on the epochs a budget may buy")
     parser.add_argument("--figure-eps", type=float, default=None, help="ε of the figure (default: the preset's ε*)")
     parser.add_argument("--search", action="store_true", help="random search over lr and weight decay instead")
+    parser.add_argument("--from-search", metavar="PATH", default=None,
+                        help="train each family and size with the lr and weight decay of a search's search_best.csv")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="the random search's seed")
     parser.add_argument("--group", default=None)
@@ -202,6 +255,8 @@ def main() -> None:
         parser.error(f"unknown layer families or sizes: {unknown} (layers: {LAYERS}; sizes: XS, S, M, L)")
     if args.trials < 1 or args.max_epochs < 1:
         parser.error("--trials and --max-epochs must be >= 1")
+    if args.search and args.from_search:
+        parser.error("--search and --from-search exclude each other (search first, then compare from its results)")
     sys.exit(search(args, layers, sizes) if args.search else compare(args, layers, sizes))
 
 

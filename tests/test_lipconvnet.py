@@ -286,6 +286,36 @@ def test_comparison_table_rows_columns_and_time_relative_to_cpl():
     assert len(md) == 2 + 3 and md[0].startswith("| layer | size | status | clean")
 
 
+def test_comparison_keeps_per_family_the_run_best_on_validation_never_on_test():
+    import pandas as pd
+    recipe = _recipe()
+    # two learning rates per family: sll's better run on validation is the worse one on test
+    runs = pd.DataFrame([
+        {"run_dir": d, "model/layer": layer, "model.size": "XS", "task.optimizer.lr": lr, "status": status,
+         "val/certified_acc": val, "budget/seconds_per_epoch": 2.0}
+        for d, layer, lr, status, val in (("a", "sll", "0.05", "finished", 0.40), ("b", "sll", "0.5", "finished", 0.55),
+                                          ("c", "cpl", "0.05", "finished", 0.60), ("d", "cpl", "0.5", "failed", None))])
+    curves = pd.DataFrame([{"run_dir": d, "eps": 0.25, "pgd_acc": 0.5, "certified_acc": c}
+                           for d, c in (("a", 0.70), ("b", 0.45), ("c", 0.50))])
+    every = recipe.comparison_table(runs, curves)
+    assert len(every) == 4 and set(every.lr) == {0.05, 0.5}
+    best = recipe.select_best(every)
+    assert list(zip(best.layer, best.lr)) == [("cpl", 0.05), ("sll", 0.5)]  # a failed run is never chosen
+    assert list(best.runs) == [2, 2] and best.loc[1, "certified@0.25"] == pytest.approx(0.45)
+
+
+def test_from_search_reads_each_familys_settings_and_refuses_a_missing_one(tmp_path):
+    import pandas as pd
+    recipe = _recipe()
+    pd.DataFrame([{"layer": "cpl", "size": "XS", "status": "finished", "lr": 0.02, "weight_decay": 1e-5},
+                  {"layer": "sll", "size": "XS", "status": "no result"}]).to_csv(tmp_path / "search_best.csv", index=False)
+    assert recipe.searched_settings(tmp_path, ["cpl"], ["XS"]) == [("cpl", "XS", 0.02, 1e-5)]
+    with pytest.raises(SystemExit, match="no finished search for sll XS"):
+        recipe.searched_settings(tmp_path, ["cpl", "sll"], ["XS"])
+    with pytest.raises(SystemExit, match="no search results"):
+        recipe.searched_settings(tmp_path / "nowhere", ["cpl"], ["XS"])
+
+
 @pytest.mark.slow
 def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
     """The recipe end to end on tiny runs: the comparison (table, figure) and a 2-trial Optuna random search."""
@@ -314,3 +344,18 @@ def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     best = __import__("pandas").read_csv(next((tmp_path / "outputs" / "sweeps").glob("lcs__*")) / "search_best.csv")
     assert best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 1.0 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="peak resident set via /proc")
+def test_peak_memory_does_not_count_what_an_earlier_job_freed():
+    """A multirun's jobs share one process: heap freed by an earlier job must not count in the next one's peak
+    (the budget callback hands freed heap back before it resets the peak mark)."""
+    import gc
+    from stablenets.callbacks.budget import _reset_peak_rss, _rss_mb
+    gc.collect()
+    base = _rss_mb("VmRSS")
+    blocks = [torch.randn(25_000) for _ in range(5_000)]  # ~500 MB in 100 kB pieces: heap, not mmap
+    del blocks
+    gc.collect()
+    assert _reset_peak_rss()
+    assert _rss_mb("VmHWM") < base + 100  # without handing the heap back: ~base + 500
