@@ -100,15 +100,15 @@ def main() -> None:
     train, evals = {f: [] for f in layers}, {f: [] for f in layers}
     optimizers = {f: torch.optim.SGD(layer.parameters(), lr=1e-3, momentum=0.9) for f, layer in layers.items()}
 
-    def step(layer):
-        layer.zero_grad()
-        layer(x).square().mean().backward()
-        optimizers[next(f for f, m in layers.items() if m is layer)].step()
+    def step(family):
+        layers[family].zero_grad()
+        layers[family](x).square().mean().backward()
+        optimizers[family].step()
 
     for r in range(args.rounds + 1):  # round 0 warms up (first certified norms, allocator): not timed
         for f, layer in layers.items():
             layer.train()
-            t = _time(lambda: step(layer), repeats=1 if args.net else 3)
+            t = _time(lambda: step(f), repeats=1 if args.net else 3)
             layer.eval()
             with torch.no_grad():
                 e = _time(lambda: layer(x), repeats=1 if args.net else 3)

@@ -74,13 +74,13 @@ class FlowSteps(nn.Module):
         return cls(w, block.op.bias, n, block.T, block.activation, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.T / self.n
+        h, c = self.T / self.n, self.conv
+        if c is not None:  # the layer's own adjoint, built once per forward
+            _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
         for _ in range(self.n):
-            if self.conv is None:
+            if c is None:
                 x = x - h * (self.act(F.linear(x, self.weight, self.bias)) @ self.weight)
             else:
-                c = self.conv
-                _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])  # the layer's own adjoint
                 x = x - h * adjoint(self.act(F.conv2d(x, self.weight, self.bias, stride=c["stride"], padding=c["padding"])))
         return x
 
