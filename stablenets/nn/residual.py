@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .activations import get_activation
+from .gradient_flow import cpu_layout
 from ..checks import check_positive
 
 FORMS = ("two_matrix", "one_matrix")
@@ -63,4 +64,5 @@ class ConvResidualBlock(nn.Module):
         self.B = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = cpu_layout(x)  # the same layout as the gradient-flow blocks it is compared with
         return x + self.B(self.sigma(self.A(x)))

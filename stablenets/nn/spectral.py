@@ -31,17 +31,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .power import (Operator, conv_norm_bound, conv_ops, conv_output_size, dense_norm_bound,
-                    power_method, round_down)
+from .power import (Operator, conv_adjoint, conv_geometry, conv_norm_bound, conv_ops, conv_output_size,
+                    dense_norm_bound, power_method, round_down)
 
 
 def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
     """Björck–Bowie iterations ``W ← (1+β)W − β (WWᵀ)W``: the nearest (semi-)orthogonal matrix to ``W`` when
-    its singular values start in ``(0, √3)``; every singular value is driven to 1."""
+    its singular values start in ``(0, √3)``; every singular value is driven to 1.
+
+    For a wide ``W₀`` (r × c, r < c) every iterate is ``W_k = M_k W₀`` with ``M_{k+1} = (1+β)M_k − β M_k G M_kᵀ M_k``,
+    ``G = W₀W₀ᵀ`` (r × r): the iterations run on ``M`` and cost r³ each instead of r²c, and ``W₀`` is multiplied
+    once at the end (the retraction of the certified net's 64 × 1176 dense lift: 3× fewer operations at 4
+    iterations).  The same iterates in exact arithmetic; whichever form costs less is used."""
     tall = w.shape[0] > w.shape[1]
     w = w.t() if tall else w
-    for _ in range(iters):
-        w = (1 + beta) * w - beta * (w @ w.t()) @ w
+    r, c = w.shape
+    if 2 * r * c + 3 * r * r * iters < 2 * r * c * iters:  # the Gram form costs less
+        g = w @ w.t()
+        m = torch.eye(r, dtype=w.dtype, device=w.device)
+        for _ in range(iters):
+            m = (1 + beta) * m - beta * ((m @ g) @ m.t()) @ m
+        w = m @ w
+    else:
+        for _ in range(iters):
+            w = (1 + beta) * w - beta * (w @ w.t()) @ w
     return w.t() if tall else w
 
 
@@ -197,18 +210,17 @@ class SpectralOperator(nn.Module):
         """One warm-started iteration of eq. (31), on the device (no host synchronisation): :func:`power_steps`."""
         power_steps([self])
 
-    def project_(self) -> torch.Tensor:
+    def project_(self) -> int:
         """Rescale the stored weight to the norm cap where the estimate exceeds it (exact: always to ``c``).
 
         The forward pass uses ``A·min(1, c/σ̂)`` (or ``A·c/σ̂``, ``σ̂`` the estimate), so ``A ← A·c/σ̂`` and ``σ̂ ← c`` leave the
         layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c``
-        every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.  Returns
-        whether it rescaled, as a device tensor (no host synchronisation).
+        every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.
 
         With ``orthogonal`` the stored weight is also pulled towards a (semi-)orthogonal matrix (Björck
         iterations from ``A/σ̂``, a retraction as in Parseval networks): all singular values near 1, so the
         normalised layer keeps the norm of every signal, not only of its top direction.  The certificate does
-        not depend on it: the forward pass still divides by the certified norm.
+        not depend on it: the forward pass still divides by the certified norm.  Returns 1 if it rescaled.
         """
         return project_all([self])
 
@@ -258,6 +270,7 @@ class SpectralConv2d(SpectralOperator):
         conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding = stride, padding
+        self._geometry = conv_geometry(self.weight.shape, in_shape, stride, padding)
         self._start_tracking()
 
     @property
@@ -271,7 +284,7 @@ class SpectralConv2d(SpectralOperator):
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def rmatvec(self, v, weight):
-        return self._ops(weight)[1](v)
+        return conv_adjoint(v, weight, **self._geometry)
 
     def _ops(self, weight) -> tuple[Operator, Operator]:
         return conv_ops(weight, self.in_shape, self.stride, self.padding)
@@ -313,38 +326,28 @@ def power_steps(ops: list[SpectralOperator]) -> None:
 
 
 @torch.no_grad()
-def project_all(ops: list[SpectralOperator]) -> torch.Tensor:
-    """:meth:`SpectralOperator.project_` of every operator; the number of rescaled weights as a device tensor
-    (no host synchronisation).  Capped and normalised layers are rescaled together: ``s = c/σ̂`` (capped:
-    ``min(1, c/σ̂)``), ``A ← s·A``, ``σ̂ ← c`` (capped: ``min(σ̂, c)``); (semi-)orthogonal ones each take their
-    Björck retraction."""
-    device = ops[0].norm_estimate.device if ops else torch.device("cpu")
-    done = torch.zeros((), dtype=torch.long, device=device)
-    for m in ops:
+def project_all(ops: list[SpectralOperator], estimates: list[float] | None = None) -> int:
+    """:meth:`SpectralOperator.project_` of every operator; returns how many weights it rescaled.
+
+    ``estimates``: the operators' ``σ̂`` as host numbers (the callback has just read them), else read here.
+    From them the host decides which weights move — capped layers only when ``σ̂ > c``, normalised ones when
+    ``σ̂ ≠ c`` — so a step where nothing exceeds its cap costs no tensor operation: ``A ← (c/σ̂)·A`` and
+    ``σ̂ ← c`` exactly (not ``σ̂·s``, whose rounding could leave it a hair above the cap and re-project every
+    step).  (Semi-)orthogonal layers each take their Björck retraction from ``A/σ̂``."""
+    if estimates is None:
+        estimates = torch.stack([m.norm_estimate for m in ops]).tolist() if ops else []
+    done = 0
+    for m, sigma in zip(ops, estimates):
+        if m.max_norm is None:
+            continue
         if m.orthogonal:
             w = m.weight.view(len(m.weight), -1)
-            w.copy_(bjorck(w / m.norm_estimate.clamp_min(1e-30), iters=m.step_bjorck_iters))
+            w.copy_(bjorck(w / max(sigma, 1e-30), iters=m.step_bjorck_iters))
             m.norm_estimate.fill_(1.0)
-            done += 1
-    capped = [m for m in ops if m.max_norm is not None and not m.orthogonal]
-    if not capped:
-        return done
-    estimates = [m.norm_estimate for m in capped]
-    stacked = torch.stack(estimates)
-    caps = torch.tensor([m.max_norm for m in capped], dtype=stacked.dtype).to(device, non_blocking=True)
-    s = caps / stacked.clamp_min(1e-30)
-    after = caps  # σ̂ ← c exactly (not σ̂·s, whose rounding could leave it a hair above the cap)
-    exact = [m.exact for m in capped]
-    if not all(exact):
-        is_exact = torch.tensor(exact).to(device, non_blocking=True)
-        s = torch.where(is_exact, s, s.clamp(max=1.0))
-        after = torch.where(is_exact, caps, torch.minimum(stacked, caps))
-    scales = s.unbind()
-    weights = [m.weight for m in capped]
-    if len({w.dtype for w in weights}) == 1 and weights[0].dtype == s.dtype:
-        torch._foreach_mul_(weights, scales)
-    else:
-        for w, f in zip(weights, scales):
-            w.mul_(f.to(w.dtype))
-    torch._foreach_copy_(estimates, after.unbind())
-    return done + (s != 1.0).sum()
+        elif sigma > m.max_norm or (m.exact and sigma != m.max_norm):
+            m.weight.mul_(m.max_norm / max(sigma, 1e-30))
+            m.norm_estimate.fill_(m.max_norm)
+        else:
+            continue
+        done += 1
+    return done

@@ -40,7 +40,7 @@ from .errors import ConfigError
 from .inputs import read_json
 from ..models.certified import RowNormalizedLinear
 from ..nn.activations import get_activation
-from ..nn.gradient_flow import GradientFlowBlock
+from ..nn.gradient_flow import GradientFlowBlock, euler_substeps
 from ..nn.power import conv_ops
 from ..nn.spectral import SpectralConv2d, SpectralLinear
 
@@ -77,12 +77,10 @@ class FlowSteps(nn.Module):
         h, c = self.T / self.n, self.conv
         if c is not None:  # the layer's own adjoint, built once per forward
             _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
-        for _ in range(self.n):
-            if c is None:
-                x = x - h * (self.act(F.linear(x, self.weight, self.bias)) @ self.weight)
-            else:
-                x = x - h * adjoint(self.act(F.conv2d(x, self.weight, self.bias, stride=c["stride"], padding=c["padding"])))
-        return x
+            return euler_substeps(x, self.n, h, lambda z: F.conv2d(z, self.weight, self.bias, stride=c["stride"],
+                                                                   padding=c["padding"]), adjoint, self.act)
+        return euler_substeps(x, self.n, h, lambda z: F.linear(z, self.weight, self.bias), lambda v: v @ self.weight,
+                              self.act)
 
     def extra_repr(self) -> str:
         return f"weight={tuple(self.weight.shape)}, n={self.n}, T={self.T}, activation={self.activation}"
