@@ -27,7 +27,12 @@ The models come from the presets ``experiment=fmnist_nonexpansive``, ``fmnist_re
 ``ne`` and ``attack`` print:
 
 * training: mean epoch time of the non-expansive net / its ResNet twin, images/s of both, the share of the
-  non-expansive epoch spent in ``PowerMethodCallback``, the mean and max sub-step count per block;
+  non-expansive epoch spent in ``PowerMethodCallback`` (all of its per-step work: update, periodic check
+  against the certified bounds, logging; and its update alone), the mean and max sub-step count per block.
+
+``ne`` and ``peer`` train each of their two nets ``--rounds`` times in turns (A B A B), each time from scratch:
+the speed of a shared machine drifts by 20-30% over minutes, and a ratio of two runs made one after the
+other measures the drift as much as the nets.
 * attack: the robustness curve as ``stablenets-train`` computes it (all ε in one batch, chunks of
   ``attack.chunk_size`` rows, certified pairs skipped, only correctly classified points, early stop,
   monotone in ε) against the plain evaluation (one ε at a time, every point, every iteration), once with
@@ -130,17 +135,23 @@ def load_late_state(objects, path: str) -> int:
 
 
 class TimedPowerMethod(PowerMethodCallback):
-    """The runner's callback, timed: seconds spent in its per-step update, updates, and the sub-step count of
-    every gradient-flow block after each update."""
+    """The runner's callback, timed: ``seconds`` is all of its per-step work (the update, the periodic check
+    against the certified bounds and its corrections, logging), ``update_seconds`` the update alone; the number
+    of updates and the sub-step count of every gradient-flow block after each update."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.seconds, self.updates, self.substeps = 0.0, 0, []
+        self.seconds, self.update_seconds, self.updates, self.substeps = 0.0, 0.0, 0, []
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        t0 = time.perf_counter()
+        super().on_train_batch_end(*args, **kwargs)
+        self.seconds += time.perf_counter() - t0
 
     def update(self, module) -> None:
         t0 = time.perf_counter()
         super().update(module)
-        self.seconds += time.perf_counter() - t0
+        self.update_seconds += time.perf_counter() - t0
         self.updates += 1
         self.substeps += [b.n_steps for b in module.modules() if isinstance(b, GradientFlowBlock)]
 
@@ -212,20 +223,49 @@ def epoch_section(args, accelerator: str) -> None:
               f"slowest / first epoch = {max(times) / times[0]:.2f} (CPU time: {max(cpu) / cpu[0]:.2f})")
 
 
+def alternate(runs: dict, rounds: int) -> dict:
+    """Each of ``runs`` (name -> a function that trains and returns ``(timer, power, result)``) ``rounds``
+    times, in turns (A B A B ...), so that a machine whose speed drifts slows all of them alike; returns
+    name -> list of what each round returned."""
+    out = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            out[name].append(run())
+    return out
+
+
+def summary(results) -> tuple[float, float, float, float]:
+    """Mean epoch wall and CPU time over all rounds, and the callback's share of the wall time (all of its
+    per-step work, and its update alone)."""
+    times = [t for timer, *_ in results for t in timer.times]
+    cpu = [t for timer, *_ in results for t in timer.cpu]
+    power = sum(p.seconds for _, p, *_ in results)
+    update = sum(p.update_seconds for _, p, *_ in results)
+    return sum(times) / len(times), sum(cpu) / len(cpu), power / sum(times), update / sum(times)
+
+
 def peer_section(args, accelerator: str) -> None:
-    """The certified preset's epoch time against the deel-torchlip-shaped net, same threads and data."""
+    """The certified preset's epoch time against the deel-torchlip-shaped net, same threads and data, in turns."""
     data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none",
             f"trainer.max_epochs={args.epochs}"]
-    *_, ours, power = train("fmnist_certified", [*data, *args.certified], accelerator, validate=True)
-    *_, peer, peer_power = train("fmnist_certified", [*data, *PEER], accelerator, net=peer_net(),
-                         loss=HKR(alpha=0.99, min_margin=0.25), validate=True)
-    a, b = (sum(t.times) / len(t.times) for t in (ours, peer))
-    ca, cb = (sum(t.cpu) / len(t.cpu) for t in (ours, peer))
+
+    def ours():
+        *_, timer, power = train("fmnist_certified", [*data, *args.certified], accelerator, validate=True)
+        return timer, power
+
+    def peer():
+        *_, timer, power = train("fmnist_certified", [*data, *PEER], accelerator, net=peer_net(),
+                                 loss=HKR(alpha=0.99, min_margin=0.25), validate=True)
+        return timer, power
+
+    res = alternate({"ours": ours, "peer": peer}, args.rounds)
+    (a, ca, pa, ua), (b, cb, pb, ub) = summary(res["ours"]), summary(res["peer"])
+    per_round = [sum(o[0].times) / sum(p[0].times) for o, p in zip(res["ours"], res["peer"])]
     print(f"[peer] fmnist_certified mean epoch {a:.1f} s (CPU {ca:.1f} s), deel-torchlip-shaped net {b:.1f} s "
-          f"(CPU {cb:.1f} s) ({args.n_train} images, {torch.get_num_threads()} threads): certified / peer = "
-          f"{a / b:.2f} (CPU time: {ca / cb:.2f}); "
-          f"PowerMethodCallback share of the epoch: certified {power.seconds / sum(ours.times):.1%}, "
-          f"peer {peer_power.seconds / sum(peer.times):.1%}")
+          f"(CPU {cb:.1f} s) ({args.n_train} images, {torch.get_num_threads()} threads, {args.rounds} rounds in "
+          f"turns): certified / peer = {a / b:.2f} (CPU time: {ca / cb:.2f}; per round: "
+          f"{', '.join(f'{r:.2f}' for r in per_round)}); PowerMethodCallback share of the epoch: certified "
+          f"{pa:.1%} (update {ua:.1%}), peer {pb:.1%} (update {ub:.1%})")
 
 
 def main() -> None:
@@ -235,6 +275,8 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=None, help="attacked images (default: 200; --runs: the run's own)")
     ap.add_argument("--n-iter", type=int, default=None, help="PGD iterations (default: 20; --runs: the run's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="ne, peer: train each net this many times, in turns (A B A B: a drifting machine slows both)")
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and attack")
@@ -266,24 +308,31 @@ def main() -> None:
             cfg, objects = load_run(run)
             models[name] = (cfg, objects)
     else:
-        stats = {}
         args.n_eval, args.n_iter = args.n_eval or 200, args.n_iter or 20
         data = [f"data.n_train={args.n_train}", f"data.n_test={args.n_eval}", f"trainer.max_epochs={args.epochs}",
                 f"data.download={args.download}", "attack=pgd_l2"]
-        for name, preset in PRESETS.items():
+
+        def run(preset):
             cfg, objects, timer, power = train(preset, data, accelerator)
-            models[name] = (cfg, objects)
-            ep, cpu = sum(timer.times) / len(timer.times), sum(timer.cpu) / len(timer.cpu)
-            stats[name] = (ep, power, cpu)
+            return timer, power, (cfg, objects)
+
+        res = alternate({name: (lambda preset=preset: run(preset)) for name, preset in PRESETS.items()}, args.rounds)
+        stats = {}
+        for name, results in res.items():
+            models[name] = results[-1][2]
+            stats[name] = summary(results)
+            ep, cpu = stats[name][:2]
             print(f"[train] {name:13s} mean epoch {ep:7.2f} s (CPU {cpu:.2f} s)  ({args.n_train / ep:7.0f} images/s)  "
-                  f"epochs: {', '.join(f'{t:.1f}' for t in timer.times)}")
-        ep_ne, power, cpu_ne = stats["nonexpansive"]
-        n = power.substeps or [0]
+                  f"epochs: {', '.join(f'{t:.1f}' for timer, *_ in results for t in timer.times)}")
+        (ep_ne, cpu_ne, share, update), powers = stats["nonexpansive"], [p for _, p, _ in res["nonexpansive"]]
+        n = [s for p in powers for s in p.substeps] or [0]
+        per_round = [sum(a[0].times) / sum(b[0].times) for a, b in zip(res["nonexpansive"], res["resnet"])]
         print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f} "
-              f"(CPU time: {cpu_ne / stats['resnet'][2]:.2f})")
-        print(f"[train] PowerMethodCallback share of the non-expansive epochs = "
-              f"{power.seconds / (ep_ne * args.epochs):.2%} "
-              f"({power.iterations / max(1, power.updates):.2f} iterations per layer and step, {power.projections} projections)")
+              f"(CPU time: {cpu_ne / stats['resnet'][1]:.2f}; per round: {', '.join(f'{r:.2f}' for r in per_round)})")
+        print(f"[train] PowerMethodCallback share of the non-expansive epochs = {share:.2%} (its update alone "
+              f"{update:.2%}; {sum(p.iterations for p in powers) / max(1, sum(p.updates for p in powers)):.2f} "
+              f"iterations per layer and step, {sum(p.projections for p in powers)} projections, "
+              f"{sum(p.corrections for p in powers)} corrections)")
         print(f"[train] sub-steps n per block: mean {sum(n) / len(n):.2f}, max {max(n)}")
     if "attack" not in args.only:
         return

@@ -8,6 +8,7 @@ from problems import blobs, fit, patch_images
 from stablenets.callbacks import PowerMethodCallback, tracked_modules
 from stablenets.models import ConvNonExpansiveNet, NonExpansiveNet
 from stablenets.nn import NonExpansiveBlock, NonExpansiveConvBlock
+from stablenets.nn.gradient_flow import substeps_for
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
 from stablenets.tasks import ClassificationTask
 
@@ -151,27 +152,32 @@ def test_norm_cap_bounds_substeps_and_keeps_the_guarantee():
     assert empirical_lipschitz(block, x, n_pairs=64, ascent_steps=40) <= TOL
 
 
-def test_lagging_estimate_is_caught_by_the_bound_check():
-    """An estimate that fell behind (as when Adam inflates ‖A‖ faster than one iteration per step follows)."""
+def test_lagging_estimate_is_caught_by_the_lag_check():
+    """An estimate that fell behind (as when Adam inflates ‖A‖ faster than one iteration per step follows) is
+    raised by the check's extra iterations and re-converged; estimates that are current are not."""
     torch.manual_seed(0)
     net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4,), blocks=2)
     cb = PowerMethodCallback(check_every_n_steps=1)
-    cb._check_against_bounds(net)  # records each layer's bound excess for a converged estimate
-    before = cb.corrections
+    cb._check_lag(net)  # converged at construction: nothing to correct
+    assert cb.corrections == 0
     block = net.features[1]
     true = float(block.op.certified_norm())
     with torch.no_grad():
         block.op.weight.mul_(3.0)  # the weight runs away ...
+        block.op.weight[0].mul_(2.0)  # ... and its top direction moves
     block.op.update_norm_estimate(n_iters=1)  # ... the warm start barely moves: the estimate lags
     block.op.norm_estimate.mul_(0.7)
     assert float(block.op.norm_estimate) < 0.9 * float(block.op.certified_norm())
-    cb._check_against_bounds(net)
-    assert cb.corrections == before + 1
+    cb._check_lag(net)
+    assert cb.corrections == 1
     assert float(block.op.norm_estimate) >= float(block.op.certified_norm()) / 1.05 and float(block.op.certified_norm()) > 2.5 * true
-    state = cb.state_dict()
+    assert block._n_train == substeps_for(block.op.constrained_norm(float(block.op.norm_estimate)), block.T, block.k,
+                                          block.margin)  # the sub-step count follows the corrected estimate
     fresh = PowerMethodCallback()
-    fresh.load_state_dict(state)
-    assert fresh.corrections == cb.corrections and fresh._excess == cb._excess
+    fresh.load_state_dict(cb.state_dict())
+    assert fresh.corrections == cb.corrections
+    fresh.load_state_dict({"excess": {"a": 1.0}, "corrections": 3})  # a checkpoint of the bound check
+    assert fresh.corrections == 3
 
 
 def test_projection_keeps_the_function_and_the_stored_norm_at_the_cap():

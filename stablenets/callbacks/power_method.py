@@ -14,11 +14,16 @@ every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
    stored weight projected back to the cap (``SpectralOperator.project_``: same function, but the stored
    weight cannot inflate and so slow down every later update of the effective weight); the estimates read
    in step 1 decide on the host which weights move, so a step where none exceeds its cap costs nothing here;
-4. every ``check_every_n_steps`` steps, the estimate is compared with the layer's certified upper bound;
-   when ``bound/estimate`` has grown by more than ``check_slack`` over its value for a converged estimate
-   (the bound's own excess, ~1% for 28×28 convolutions), the power method is re-converged
-   (``power/corrections``) — the single iteration can fall behind while the learning rate rises;
-5. at every validation the estimate is re-converged and the gap logged (``power/gap_max``).
+4. every ``check_every_n_steps`` steps, ``check_iters`` more warm-started iterations are run for all layers
+   at once; an estimate they raise by more than ``check_slack`` (relative) had fallen behind — the single
+   iteration can, while the learning rate rises — and is re-converged (``power/corrections``).  A lag shows
+   this way: an estimate well below ``‖A‖`` means ``u`` carries much weight on directions whose singular
+   values are well below the top one, and those die out within a few iterations (a direction near the top
+   one moves the estimate little, and leaves it close).  It costs a few single-image products per layer
+   every 50 steps, where a comparison with the certified bound (an eigensolve per Fourier frequency) cost
+   more than the per-step updates themselves;
+5. at every validation the estimates are re-converged (all layers together) and the gap logged
+   (``power/gap_max``).
 
 None of this certifies anything: eval-mode forwards and every reported bound use certified norms that
 are recomputed whenever the weights change (see ``stablenets.nn.spectral``).
@@ -58,14 +63,16 @@ def broadcast_state(ops: list[SpectralOperator]) -> None:
 class PowerMethodCallback(pl.Callback):
     def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 1, converge_iters: int = 500,
                  log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
-                 project: bool = True) -> None:
+                 project: bool = True, check_iters: int = 5, converge_tol: float = 1e-6) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
         self.n_iters, self.tol, self.max_iters = n_iters, tol, max_iters
         self.converge_iters, self.log_every = converge_iters, log_every_n_steps
-        self.check_every, self.check_slack = check_every_n_steps, check_slack
+        if check_iters < 1:
+            raise ValueError(f"check_iters must be >= 1, got {check_iters}")
+        self.check_every, self.check_slack, self.check_iters = check_every_n_steps, check_slack, check_iters
+        self.converge_tol = converge_tol
         self.project = project
-        self._excess: dict[str, float] = {}  # certified bound / converged estimate, per layer
         self.corrections = 0
         self.projections = 0  # weights rescaled to their cap, summed over steps
         self._found: tuple | None = None  # (model, its operators, its blocks): see _modules
@@ -78,7 +85,7 @@ class PowerMethodCallback(pl.Callback):
         self._last_step = trainer.global_step
         self.update(pl_module)
         if self.check_every and trainer.global_step % self.check_every == 0:
-            self._check_against_bounds(pl_module)
+            self._check_lag(pl_module)
         if trainer.global_step % self.log_every == 0:
             self._log(pl_module)
 
@@ -123,28 +130,62 @@ class PowerMethodCallback(pl.Callback):
         if self.project:
             self.projections += project_all(ops, now)
 
-    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run checks exactly as an uninterrupted one
-        return {"excess": dict(self._excess), "corrections": self.corrections}
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed run counts on from where it stopped
+        return {"corrections": self.corrections}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._excess = dict(state_dict.get("excess", {}))
-        self.corrections = int(state_dict.get("corrections", 0))
+        self.corrections = int(state_dict.get("corrections", 0))  # ("excess": checkpoints of the bound check)
+
+    @staticmethod
+    def _estimates(ops: list[SpectralOperator]) -> list[float]:
+        return torch.stack([m.norm_estimate for m in ops]).tolist()
 
     @torch.no_grad()
-    def _check_against_bounds(self, pl_module: pl.LightningModule) -> None:
-        for name, m in tracked_modules(pl_module):
-            excess = float(m.certified_norm()) / max(float(m.norm_estimate), 1e-12)
-            if excess > self._excess.get(name, 1.0) * (1 + self.check_slack):
-                self._converge(pl_module, m)
-                self._excess[name] = float(m.certified_norm()) / max(float(m.norm_estimate), 1e-12)
-                self.corrections += 1
+    def _check_lag(self, module: torch.nn.Module) -> None:
+        """Step 4 of the module docstring."""
+        ops, _ = self._modules(module)
+        if not ops:
+            return
+        before = self._estimates(ops)
+        for _ in range(self.check_iters):
+            power_steps(ops)
+        after = self._estimates(ops)
+        lagging = [m for m, a, b in zip(ops, after, before) if a > b * (1 + self.check_slack)]
+        self.corrections += len(lagging)
+        self._converge(module, lagging)
+        if not lagging:  # (_converge broadcasts and refreshes the sub-step counts)
+            broadcast_state(ops)
+            self._refresh(module)
 
-    def _converge(self, module: torch.nn.Module, m: SpectralOperator) -> None:
-        m.update_norm_estimate(n_iters=10, tol=1e-7, max_iters=self.converge_iters)
-        broadcast_state([m])
-        for block, i in self._modules(module)[1]:
-            if block.op is m:
-                block.refresh_substeps()
+    def _refresh(self, module: torch.nn.Module) -> None:
+        ops, blocks = self._modules(module)
+        now = self._estimates(ops)
+        for block, i in blocks:
+            block.refresh_substeps(now[i])
+
+    @torch.no_grad()
+    def _converge(self, module: torch.nn.Module, ops: list[SpectralOperator]) -> list[float]:
+        """Re-converge the estimates of ``ops`` together: batched warm-started iterations until each moves by
+        at most ``converge_tol`` (relative) in one, up to ``converge_iters``; only the moving ones go on.
+        Broadcast under DDP; the blocks' sub-step counts follow.  Returns the new estimates."""
+        if not ops:
+            return []
+        for m, e in zip(ops, self._estimates(ops)):
+            if e < 1e-6:  # u in the null space would never leave it (power_steps keeps it): restart from noise
+                m.u.normal_()
+        for _ in range(10):
+            power_steps(ops)
+        prev = self._estimates(ops)
+        moving, its = list(range(len(ops))), 10
+        while moving and its < self.converge_iters:
+            power_steps([ops[i] for i in moving])
+            its += 1
+            now = self._estimates(ops)
+            moving = [i for i in moving if abs(now[i] - prev[i]) > self.converge_tol * max(now[i], 1e-12)]
+            prev = now
+        broadcast_state(ops)
+        self._refresh(module)
+        return self._estimates(ops)
 
     def _log(self, pl_module: pl.LightningModule) -> None:
         metrics = {f"power/norm_estimate/{name}": float(m.norm_estimate) for name, m in tracked_modules(pl_module)}
@@ -158,10 +199,8 @@ class PowerMethodCallback(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        gaps = []
-        for _, m in tracked_modules(pl_module):
-            before = float(m.norm_estimate)
-            self._converge(pl_module, m)
-            gaps.append(float(m.norm_estimate) / max(before, 1e-12) - 1.0)
+        ops, _ = self._modules(pl_module)
+        before = self._estimates(ops) if ops else []
+        gaps = [a / max(b, 1e-12) - 1.0 for a, b in zip(self._converge(pl_module, ops), before)]
         if gaps:
             pl_module.log("power/gap_max", max(gaps), on_step=False, on_epoch=True, sync_dist=True)
