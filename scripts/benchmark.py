@@ -74,15 +74,16 @@ PEER = ["data.batch_size=100", "task.optimizer.lr=1e-3"]  # and its loss: HKR(al
 
 
 class PeerNet(nn.Sequential):
-    """deel-torchlip's Fashion-MNIST tutorial network (106k parameters) from this package's layers; its bound
-    comes from the same per-part rules as every model's (``stablenets.nn.bounds``)."""
+    """deel-torchlip's Fashion-MNIST tutorial network (106k parameters) from this package's layers (its
+    GroupSort2 pairs channel i with i + C/2, as deel-torchlip's does); its bound comes from the same per-part
+    rules as every model's (``stablenets.nn.bounds``)."""
 
     def __init__(self, in_shape=(1, 28, 28), out_dim: int = 10) -> None:
         c, h, w = in_shape
         super().__init__(
-            SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
-            SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2), L2Pool2d(2),
-            nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2),
+            SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2, "halves"), L2Pool2d(2),
+            SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2, "halves"), L2Pool2d(2),
+            nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2, "halves"),
             SpectralLinear(64, out_dim, max_norm=1.0, exact=True))
         self.in_shape = tuple(in_shape)
 

@@ -42,21 +42,27 @@ def test_gram_form_of_bjorck_is_the_plain_iteration():
         assert torch.allclose(bjorck(w, iters=6), plain, atol=1e-12)
 
 
+@pytest.mark.parametrize("pairs", ["adjacent", "halves"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "dense"])
-def test_maxmin_is_a_permutation_in_every_mode(layout):
+def test_maxmin_is_a_permutation_in_every_mode(layout, pairs):
     """GroupSort(2) trains through one masked swap (a custom autograd function): the same values as min/max,
     gradients and forward-mode derivatives checked against finite differences (double backward too), the
     input's memory layout kept, and the gradient a permutation of the output gradient — its norm preserved,
     ties included."""
     from stablenets.nn.activations import GroupSort
     torch.manual_seed(0)
-    gs = GroupSort(2)
+    gs = GroupSort(2, pairs)
     x = torch.randn((3, 8) if layout == "dense" else (3, 8, 4, 4), dtype=torch.float64)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     x[:, 2] = x[:, 3]  # ties
-    pairs = x.unflatten(1, (-1, 2))
-    ref = torch.stack([pairs.min(2).values, pairs.max(2).values], 2).flatten(1, 2)
+    x[:, 1] = x[:, 5]
+    if pairs == "adjacent":
+        p = x.unflatten(1, (-1, 2))
+        ref = torch.stack([p.min(2).values, p.max(2).values], 2).flatten(1, 2)
+    else:
+        a, b = x[:, :4], x[:, 4:]
+        ref = torch.cat([torch.minimum(a, b), torch.maximum(a, b)], 1)
     xg = x.clone().requires_grad_()
     y = gs(xg)
     assert torch.equal(y, ref) and torch.equal(gs(x), ref)  # the training and the inference paths
@@ -67,6 +73,7 @@ def test_maxmin_is_a_permutation_in_every_mode(layout):
     assert torch.equal(grad.flatten().sort().values, g.flatten().sort().values)  # a permutation of g
     x_free = x.clone()
     x_free[:, 2] += 0.5  # no ties: derivatives exist
+    x_free[:, 1] += 0.5
     assert torch.autograd.gradcheck(gs, (x_free.clone().requires_grad_(),))
     assert torch.autograd.gradgradcheck(gs, (x_free.clone().requires_grad_(),))
     v = torch.randn_like(x_free)

@@ -65,7 +65,7 @@ class CertifiedConvNet(nn.Module):
                  dense_blocks: int = 1, dense_activation: str = "groupsort", head: str = "rows", T: float = 1.98,
                  margin: float = 0.01, activation: str = "relu", orthogonal_dense: bool = True,
                  hidden: list[int] | None = None, L: float | None = None, stage_activation: str = "none",
-                 project_channels: int | None = None) -> None:
+                 project_channels: int | None = None, maxmin_pairs: str = "adjacent") -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"CertifiedConvNet needs image inputs (C, H, W), got shape {tuple(in_shape)}")
@@ -112,7 +112,7 @@ class CertifiedConvNet(nn.Module):
             parts += [GradientFlowBlock(SpectralConv2d(shape, width_s, max_norm=1.0), T, activation, margin)
                       for _ in range(n)]
             if stage_activation == "groupsort":
-                parts.append(GroupSort(2))
+                parts.append(GroupSort(2, maxmin_pairs))
         if project_channels:  # a 1x1 convolution with orthonormal rows: fewer features to flatten, no norm lost
             parts.append(SpectralConv2d(shape, project_channels, kernel_size=1, max_norm=1.0, exact=True,
                                         orthogonal=True))
@@ -122,7 +122,7 @@ class CertifiedConvNet(nn.Module):
         if dense:
             parts.append(SpectralLinear(width, dense, max_norm=1.0, exact=True, orthogonal=orthogonal_dense))
             if dense_activation == "groupsort":
-                parts.append(GroupSort(2))
+                parts.append(GroupSort(2, maxmin_pairs))
             parts += [NonExpansiveBlock(dense, dense, T, activation, margin, max_norm=1.0) for _ in range(dense_blocks)]
             width = dense
         self.body = nn.Sequential(*parts)
