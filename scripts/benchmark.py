@@ -27,8 +27,10 @@ The models come from the presets ``experiment=fmnist_nonexpansive``, ``fmnist_re
 ``ne`` and ``attack`` print:
 
 * training: mean epoch time of the non-expansive net / its ResNet twin, images/s of both, the share of the
-  non-expansive epoch spent in ``PowerMethodCallback`` (all of its per-step work: update, periodic check
-  against the certified bounds, logging; and its update alone), the mean and max sub-step count per block.
+  non-expansive epoch spent in ``PowerMethodCallback`` (all of its per-step work: update, periodic lag
+  check, logging; and its update alone), the mean and max sub-step count per block,
+  and, between real training steps of the trained net, the update against the two single-image products per
+  layer that one iteration cannot do without (its floor).
 
 ``ne`` and ``peer`` train each of their two nets ``--rounds`` times in turns (A B A B), each time from scratch:
 the speed of a shared machine drifts by 20-30% over minutes, and a ratio of two runs made one after the
@@ -224,6 +226,38 @@ def epoch_section(args, accelerator: str) -> None:
               f"slowest / first epoch = {max(times) / times[0]:.2f} (CPU time: {max(cpu) / cpu[0]:.2f})")
 
 
+def update_floor(objects, steps: int = 60) -> tuple[float, float, float, int]:
+    """What the callback's update costs inside a training loop, against the arithmetic it cannot avoid: real
+    training steps of the trained net (its data, loss, Adam), after each either the update or only the two
+    single-image products per layer that one warm-started iteration needs (no norms, writes or projections).
+    Returns (step, update, products) in seconds, means over ``steps // 2`` steps each, and the number of layers."""
+    net, task = objects["net"], objects["task"]
+    power = PowerMethodCallback()
+    ops, _ = power._modules(net)
+    x, y = next(iter(objects["datamodule"].train_dataloader()))
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    net.train()
+    t = {"step": 0.0, "update": 0.0, "products": 0.0}
+    for i in range(steps + 10):
+        t0 = time.perf_counter()
+        loss = task.loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t1 = time.perf_counter()
+        if i % 2:
+            power.update(net)
+        else:
+            with torch.no_grad():
+                for m in ops:
+                    m.rmatvec(m.matvec(m.u, m.weight), m.weight)
+        if i >= 10:
+            t["step"] += t1 - t0
+            t["update" if i % 2 else "products"] += time.perf_counter() - t1
+    n = steps // 2
+    return t["step"] / steps, t["update"] / n, t["products"] / n, len(ops)
+
+
 def alternate(runs: dict, rounds: int) -> dict:
     """Each of ``runs`` (name -> a function that trains and returns ``(timer, power, result)``) ``rounds``
     times, in turns (A B A B ...), so that a machine whose speed drifts slows all of them alike; returns
@@ -335,6 +369,10 @@ def main() -> None:
               f"iterations per layer and step, {sum(p.projections for p in powers)} projections, "
               f"{sum(p.corrections for p in powers)} corrections)")
         print(f"[train] sub-steps n per block: mean {sum(n) / len(n):.2f}, max {max(n)}")
+        step, upd, products, layers = update_floor(models["nonexpansive"][1])
+        print(f"[train] inside a training loop (step {step * 1e3:.1f} ms): the update {upd * 1e3:.2f} ms "
+              f"({upd / step:.2%} of a step); the {2 * layers} single-image products of one iteration alone "
+              f"{products * 1e3:.2f} ms ({products / step:.2%})")
     if "attack" not in args.only:
         return
 
