@@ -153,9 +153,8 @@ class PowerMethodCallback(pl.Callback):
         lagging = [m for m, a, b in zip(ops, after, before) if a > b * (1 + self.check_slack)]
         self.corrections += len(lagging)
         self._converge(module, lagging)
-        if not lagging:  # (_converge broadcasts and refreshes the sub-step counts)
-            broadcast_state(ops)
-            self._refresh(module)
+        broadcast_state(ops)  # the check moved every estimate: every rank takes rank 0's, the counts follow
+        self._refresh(module)
 
     def _refresh(self, module: torch.nn.Module) -> None:
         ops, blocks = self._modules(module)
