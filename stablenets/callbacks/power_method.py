@@ -102,7 +102,7 @@ class PowerMethodCallback(pl.Callback):
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
         """Steps 1-3 of the module docstring, and the blocks' training sub-step counts."""
-        ops, blocks = self._modules(module)
+        ops, _ = self._modules(module)
         if not ops:
             return
         before = torch.stack([m.norm_estimate for m in ops]) if self.max_iters > self.n_iters else None
@@ -124,9 +124,8 @@ class PowerMethodCallback(pl.Callback):
         self.iterations += its
         if is_distributed():
             broadcast_state(ops)
-            now = torch.stack([m.norm_estimate for m in ops]).tolist()
-        for block, i in blocks:  # from the estimates before projection: the same sub-step counts
-            block.refresh_substeps(now[i])
+            now = self._estimates(ops)
+        self._refresh(module, now)  # from the estimates before projection: the same sub-step counts
         if self.project:
             self.projections += project_all(ops, now)
 
@@ -149,26 +148,31 @@ class PowerMethodCallback(pl.Callback):
         before = self._estimates(ops)
         for _ in range(self.check_iters):
             power_steps(ops)
-        after = self._estimates(ops)
-        lagging = [m for m, a, b in zip(ops, after, before) if a > b * (1 + self.check_slack)]
+        lagging = [m for m, a, b in zip(ops, self._estimates(ops), before) if a > b * (1 + self.check_slack)]
         self.corrections += len(lagging)
-        self._converge(module, lagging)
-        broadcast_state(ops)  # the check moved every estimate: every rank takes rank 0's, the counts follow
-        self._refresh(module)
+        self._converge(lagging)
+        self._sync(module)  # the check moved every estimate
 
-    def _refresh(self, module: torch.nn.Module) -> None:
-        ops, blocks = self._modules(module)
+    def _refresh(self, module: torch.nn.Module, estimates: list[float]) -> None:
+        """The blocks' training sub-step counts from the estimates of the model's operators."""
+        for block, i in self._modules(module)[1]:
+            block.refresh_substeps(estimates[i])
+
+    def _sync(self, module: torch.nn.Module) -> list[float]:
+        """After estimates moved outside the per-step update: every rank takes rank 0's (DDP), the sub-step
+        counts follow.  Returns the estimates."""
+        ops, _ = self._modules(module)
+        broadcast_state(ops)
         now = self._estimates(ops)
-        for block, i in blocks:
-            block.refresh_substeps(now[i])
+        self._refresh(module, now)
+        return now
 
     @torch.no_grad()
-    def _converge(self, module: torch.nn.Module, ops: list[SpectralOperator]) -> list[float]:
+    def _converge(self, ops: list[SpectralOperator]) -> None:
         """Re-converge the estimates of ``ops`` together: batched warm-started iterations until each moves by
-        at most ``converge_tol`` (relative) in one, up to ``converge_iters``; only the moving ones go on.
-        Broadcast under DDP; the blocks' sub-step counts follow.  Returns the new estimates."""
+        at most ``converge_tol`` (relative) in one, up to ``converge_iters``; only the moving ones go on."""
         if not ops:
-            return []
+            return
         for m, e in zip(ops, self._estimates(ops)):
             if e < 1e-6:  # u in the null space would never leave it (power_steps keeps it): restart from noise
                 m.u.normal_()
@@ -182,9 +186,6 @@ class PowerMethodCallback(pl.Callback):
             now = self._estimates(ops)
             moving = [i for i in moving if abs(now[i] - prev[i]) > self.converge_tol * max(now[i], 1e-12)]
             prev = now
-        broadcast_state(ops)
-        self._refresh(module)
-        return self._estimates(ops)
 
     def _log(self, pl_module: pl.LightningModule) -> None:
         metrics = {f"power/norm_estimate/{name}": float(m.norm_estimate) for name, m in tracked_modules(pl_module)}
@@ -199,7 +200,10 @@ class PowerMethodCallback(pl.Callback):
         if trainer.sanity_checking:
             return
         ops, _ = self._modules(pl_module)
-        before = self._estimates(ops) if ops else []
-        gaps = [a / max(b, 1e-12) - 1.0 for a, b in zip(self._converge(pl_module, ops), before)]
+        if not ops:
+            return
+        before = self._estimates(ops)
+        self._converge(ops)
+        gaps = [a / max(b, 1e-12) - 1.0 for a, b in zip(self._sync(pl_module), before)]
         if gaps:
             pl_module.log("power/gap_max", max(gaps), on_step=False, on_epoch=True, sync_dist=True)
