@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from problems import make_idx_dataset
 from stablenets.api import compose, train
 
 # its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
@@ -53,12 +54,12 @@ def _garble(path: Path) -> None:
     path.write_bytes(b"\x00\xff garbage \x13\x37" * 50)
 
 
+SMALL = ["data.n_train=32", "data.n_val=8", "data.n_test=16"]  # what _idx_dir's files hold
+
+
 def _idx_dir(root: Path, damage) -> Path:
-    """A copy of Fashion-MNIST with one file damaged by ``damage(path)``."""
-    d = root / "fmnist"
-    d.mkdir(parents=True)
-    for f in Path("/usr/share/datasets/fashion-mnist").iterdir():
-        shutil.copy(f, d / f.name)
+    """Small Fashion-MNIST-shaped IDX files (64 training, 32 test images) with one damaged by ``damage(path)``."""
+    d = make_idx_dataset(root / "fmnist")
     damage(d)
     return d
 
@@ -117,8 +118,17 @@ def outcomes(tmp_path_factory):
     ]:
         data = _idx_dir(root / name, damage)
         cases[f"train: {name}"] = ("stablenets.train", [f"hydra.run.dir={root / name / 'run'}", "data=fashion_mnist",
-                                                        "model=conv_resnet", f"data.data_dir={data}"], None,
+                                                        "model=conv_resnet", f"data.data_dir={data}", *SMALL], None,
                                    [needle, "replace it"])
+    # more images than the files hold: refused, naming the key and both counts (never a silent clamp)
+    data = _idx_dir(root / "counts", lambda d: None)
+    for key, needles in [("data.n_train=100", ["data.n_train=100", "holds: 64", "data.n_val=8", "at most 56",
+                                               "data.n_train=null"]),
+                         ("data.n_test=40", ["data.n_test=40", "holds: 32", "data.n_test=null"]),
+                         ("data.n_val=64", ["data.n_val=64 leaves no training images", "64 training images"])]:
+        cases[f"train: {key}"] = ("stablenets.train", [f"hydra.run.dir={root / 'counts' / key.replace('=', '_')}", "data=fashion_mnist",
+                                                       "model=conv_resnet", f"data.data_dir={data}", *SMALL, key],
+                                  None, needles)
     before = {k: c[2].read_bytes() for k, c in cases.items() if c[2] is not None}
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     todo = [(c[0], c[1]) for c in cases.values()] + [("stablenets.collect", [str(root / "sweep")])]
@@ -131,7 +141,8 @@ def outcomes(tmp_path_factory):
 
 CASE_NAMES = ["eval: truncated checkpoint", "train resume: corrupt checkpoint", "export: truncated checkpoint",
               "eval: damaged overrides.yaml", "eval: damaged hydra.yaml", "eval: damaged config.yaml",
-              "train: damaged results.json", "train: idx_gz_truncated", "train: idx_truncated", "train: idx_header"]
+              "train: damaged results.json", "train: idx_gz_truncated", "train: idx_truncated", "train: idx_header",
+              "train: data.n_train=100", "train: data.n_test=40", "train: data.n_val=64"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

@@ -47,24 +47,51 @@ def build_wheel(dest: Path) -> Path:
     return wheel
 
 
-def fresh_venv(venv: Path) -> Path:
-    """An empty virtualenv that sees the packages of the environment running the tests — a venv, a conda env or
-    the system interpreter alike.  (``venv --system-site-packages`` alone is not enough: inside a venv,
-    ``sys.executable`` makes a venv of the *base* interpreter, which lacks the outer venv's packages.)  A
-    ``.pth`` line adds this environment's site dirs after the new venv's own, with their ``.pth`` files."""
+def outer_site_dirs() -> list[str]:
+    """The site dirs of the environment running the tests (a venv, a conda env or the system interpreter)."""
     import site
     import sysconfig
 
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True)
-    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
     ours = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         ours.append(site.getusersitepackages())
-    dirs = list(dict.fromkeys(d for d in ours if os.path.isdir(d)))
-    Path(purelib, "_outer_env.pth").write_text(f"import site; [site.addsitedir(d) for d in {dirs!r}]\n")
+    return list(dict.fromkeys(d for d in ours if os.path.isdir(d)))
+
+
+def fresh_venv(venv: Path) -> Path:
+    """An empty virtualenv that sees the packages of the environment running the tests — and nothing else.
+
+    Made *without* ``--system-site-packages``: inside a venv, ``sys.executable -m venv`` makes a venv of the
+    *base* interpreter, and whatever that interpreter holds must not decide whether the test passes.  A
+    ``.pth`` file adds this environment's site dirs after the new venv's own, with their ``.pth`` files
+    (``site.addsitedir``), one plain statement per line: a comprehension in a ``.pth`` line cannot see the
+    names bound by the same line before Python 3.12 (PEP 709), so it must not use one."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})\n" for d in outer_site_dirs()]
+    Path(purelib, "_outer_env.pth").write_text("".join(lines))
     return venv
+
+
+def test_fresh_venv_sees_exactly_this_environment(tmp_path):
+    """The helper venv imports this environment's packages from where this environment has them, whatever the
+    base interpreter holds, and its ``.pth`` runs without an error on every Python."""
+    venv = fresh_venv(tmp_path / "venv")
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    probe = ("import sys, omegaconf, torch; print(omegaconf.__file__); print(torch.__file__); "
+             "print(sys.flags.no_site)")
+    proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert "Error processing line" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    import omegaconf
+    import torch
+
+    assert proc.stdout.split()[:2] == [omegaconf.__file__, torch.__file__]
+    # and the base interpreter's own site-packages are not among its paths (no --system-site-packages)
+    cfg = (venv / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg, cfg
 
 
 def test_wheel_ships_every_config_and_runs_outside_the_tree(tmp_path, monkeypatch):

@@ -48,6 +48,18 @@ def read_idx(path: Path) -> np.ndarray:
     return arr.reshape(dims)
 
 
+def idx_count(path: Path) -> int:
+    """The number of items of an IDX file from its header alone (its first dimension); -1 for a damaged header
+    (:func:`read_idx` names the damage when the file is read)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(8)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return -1
+    return int.from_bytes(head[4:8], "big") if len(head) == 8 and head[3] >= 1 else -1
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: ``(N, 3, 32, 32)`` uint8 images and labels."""
     import pickle
@@ -113,8 +125,13 @@ class ImageDataModule(TensorDataModule):
         return find_data_dir(self.candidates(), DATASETS[self.name][3])
 
     def check_available(self) -> None:
-        """Raise :class:`DataError` naming the options when the data cannot be had."""
-        if self.locate() is not None or self.download:
+        """Raise :class:`DataError` naming the options when the data cannot be had, or when the files hold fewer
+        images than ``n_train``, ``n_val``, ``n_test`` ask for."""
+        d = self.locate()
+        if d is not None:
+            self.check_counts(d)
+            return
+        if self.download:
             return
         debian = DATASETS[self.name][1]
         if self.data_dir:
@@ -132,6 +149,32 @@ class ImageDataModule(TensorDataModule):
                else "(2) unpack torchvision's cifar-10-batches-py into data.data_dir, ")
             + "or (3) allow the torchvision download with data.download=true."
         )
+
+    def available(self, d: Path) -> dict[str, int]:
+        """Images per split in the folder ``d`` from the IDX headers (-1: not known before the files are read, as
+        for CIFAR-10's pickled batches; :meth:`build` checks the counts it read)."""
+        if DATASETS[self.name][3] == "cifar":
+            return {split: -1 for split in CIFAR_FILES}
+        return {split: idx_count(_idx_path(d, images)) for split, (images, _) in IDX_FILES.items()}
+
+    def check_counts(self, d: Path, available: dict[str, int] | None = None) -> None:
+        """Refuse ``n_train + n_val`` or ``n_test`` beyond what the files hold, naming the key and both counts,
+        rather than training silently on fewer images than asked for (a sweep's row would be mislabelled)."""
+        have = available or self.available(d)
+        n_tr, n_te = have["train"], have["test"]
+        if n_tr >= 0 and self.n_val >= n_tr:
+            raise DataError(f"data.n_val={self.n_val} leaves no training images: {d} holds {n_tr} training images "
+                            f"({self.name}); lower data.n_val")
+        if n_tr >= 0 and self.n_train is not None and self.n_train + self.n_val > n_tr:
+            raise DataError(f"data.n_train={self.n_train} asks for more training images than {d} holds: {n_tr} "
+                            f"({self.name}), of which data.n_val={self.n_val} are the validation split, so at most "
+                            f"{n_tr - self.n_val} train. Set data.n_train<={n_tr - self.n_val}, or data.n_train=null "
+                            "for all of them")
+        if n_te == 0:
+            raise DataError(f"{d} holds no test images ({self.name}); replace the test files with good copies")
+        if n_te > 0 and self.n_test is not None and self.n_test > n_te:
+            raise DataError(f"data.n_test={self.n_test} asks for more test images than {d} holds: {n_te} "
+                            f"({self.name}). Set data.n_test<={n_te}, or data.n_test=null for all of them")
 
     # -- loading ----------------------------------------------------------------------------------
     def _load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,19 +194,23 @@ class ImageDataModule(TensorDataModule):
         img_name, lbl_name = IDX_FILES[split]
         images = torch.from_numpy(read_idx(_idx_path(d, img_name)).copy())
         labels = torch.from_numpy(read_idx(_idx_path(d, lbl_name)).astype(np.int64))
-        if len(images) != len(labels) or images.dim() != 3 or int(labels.max()) >= self.out_dim:
+        top = int(labels.max()) if len(labels) else 0
+        if len(images) != len(labels) or images.dim() != 3 or top >= self.out_dim:
             raise DataError(f"{_idx_path(d, img_name)} and {_idx_path(d, lbl_name)} do not match: {tuple(images.shape)} "
-                              f"images, {len(labels)} labels (max {int(labels.max())}); replace them with good copies")
+                            f"images, {len(labels)} labels (max {top}); replace them with good copies")
         return images.unsqueeze(1).float().div_(255.0), labels
 
     def build(self) -> None:
         self.check_available()
         x_tr, y_tr = self._load_split("train")
         x_te, y_te = self._load_split("test")
-        if self.n_val >= len(x_tr):
-            raise DataError(f"data.n_val={self.n_val} leaves no training images (the set has {len(x_tr)})")
-        n_tr = len(x_tr) - self.n_val if self.n_train is None else min(self.n_train, len(x_tr) - self.n_val)
+        for split, x in (("train", x_tr), ("test", x_te)):
+            if tuple(x.shape[1:]) != self.in_shape:
+                raise DataError(f"the {split} images of {self.data_dir or self.locate()} are {tuple(x.shape[1:])}, not "
+                                f"{self.name}'s {self.in_shape}: these are not {self.name} files; replace them")
+        self.check_counts(self.locate(), {"train": len(x_tr), "test": len(x_te)})  # after a download too
+        n_tr = len(x_tr) - self.n_val if self.n_train is None else self.n_train
         self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])  # validation: the images after the training ones
         self.val_set = self.tensors(x_tr[n_tr:n_tr + self.n_val], y_tr[n_tr:n_tr + self.n_val])
-        n_te = len(x_te) if self.n_test is None else min(self.n_test, len(x_te))
+        n_te = len(x_te) if self.n_test is None else self.n_test
         self.test_set = self.tensors(x_te[:n_te], y_te[:n_te])
