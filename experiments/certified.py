@@ -2,7 +2,8 @@
 
     python experiments/certified.py                                  # the fmnist_certified preset + the sweep
     python experiments/certified.py --values 0.1,0.25,0.5,1.0        # other target radii
-    # = stablenets-train -m experiment=fmnist_certified task.loss.target_radius=<values> hydra/launcher=local num_threads=1
+    # = stablenets-train -m experiment=fmnist_certified task.loss.target_radius=<values> hydra/launcher=local \
+    #       num_threads=1
 
 One multirun: the preset (30,000 train / 1,000 test images, 30 epochs, per-pair certificates, PGD-100 on the
 uncertified points) at several target radii ε* of its offset cross-entropy, ``u = √2·ε*``.  For the 1-Lipschitz
@@ -17,6 +18,7 @@ The peer (deel-torchlip 1.0.5, its Fashion-MNIST tutorial network: SpectralConv2
 and L2-norm pooling, SpectralLinear 1568→64, GroupSort2, 106k parameters, HKR α = 0.99, margin 0.25, Adam 1e-3,
 batch 100, same protocol), certified with m(x)/(√2 L), as measured on 2 CPU cores; see the module's PEER.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +35,11 @@ from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 
 EPS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
-PEER = {"run": "deel-torchlip (HKR)", "certified": [0.884, 0.807, 0.641, 0.450, 0.301, 0.224],
-        "pgd": [0.884, 0.863, 0.827, 0.734, 0.653, 0.554]}
+PEER = {
+    "run": "deel-torchlip (HKR)",
+    "certified": [0.884, 0.807, 0.641, 0.450, 0.301, 0.224],
+    "pgd": [0.884, 0.863, 0.827, 0.734, 0.653, 0.554],
+}
 KEY = "task.loss.target_radius"
 
 
@@ -44,18 +49,32 @@ def main() -> None:
     parser.add_argument("--values", default="0.25,0.5,1.0,2.0", help=f"target radii ({KEY}) to sweep")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    sweep = launch_sweep(["experiment=fmnist_certified", f"{KEY}={args.values}", "hydra/launcher=local",
-                          "num_threads=1"], args.overrides, args.group)
+    sweep = launch_sweep(
+        ["experiment=fmnist_certified", f"{KEY}={args.values}", "hydra/launcher=local", "num_threads=1"],
+        args.overrides,
+        args.group,
+    )
     runs, curves = read_sweep(sweep)
     if runs.empty or curves.empty:
         sys.exit(1)
     curves[KEY] = pd.to_numeric(curves[KEY])
     table = curves.pivot_table(index=KEY, columns="eps", values="certified_acc")
     pgd = curves.pivot_table(index=KEY, columns="eps", values="pgd_acc")
-    rows = [{"run": f"target radius {r}", **{f"certified@{e:g}": table.loc[r, e] for e in table.columns},
-             **{f"pgd@{e:g}": pgd.loc[r, e] for e in pgd.columns}} for r in table.index]
-    rows.append({"run": PEER["run"], **{f"certified@{e:g}": c for e, c in zip(EPS, PEER["certified"])},
-                 **{f"pgd@{e:g}": p for e, p in zip(EPS, PEER["pgd"])}})
+    rows = [
+        {
+            "run": f"target radius {r}",
+            **{f"certified@{e:g}": table.loc[r, e] for e in table.columns},
+            **{f"pgd@{e:g}": pgd.loc[r, e] for e in pgd.columns},
+        }
+        for r in table.index
+    ]
+    rows.append(
+        {
+            "run": PEER["run"],
+            **{f"certified@{e:g}": c for e, c in zip(EPS, PEER["certified"])},
+            **{f"pgd@{e:g}": p for e, p in zip(EPS, PEER["pgd"])},
+        }
+    )
     out = pd.DataFrame(rows)
     out.to_csv(sweep / "certified_table.csv", index=False)
     print(out.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

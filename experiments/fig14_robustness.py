@@ -2,7 +2,8 @@
 
     python experiments/fig14_robustness.py                          # the full protocol (30 epochs, PGD-100)
     python experiments/fig14_robustness.py trainer.max_epochs=2 data.n_train=2000 attack.n_eval=200   # a quick look
-    # = stablenets-train -m experiment=fmnist_nonexpansive,fmnist_resnet attack=pgd_l2 hydra/launcher=local num_threads=1
+    # = stablenets-train -m experiment=fmnist_nonexpansive,fmnist_resnet attack=pgd_l2 hydra/launcher=local \
+    #       num_threads=1
 
 Writes into outputs/sweeps/fig14/: fig14_robustness.png (accuracy vs ε, PGD and certified), fig13_attacks.png
 (one test image attacked at increasing ε against the ResNet, with predictions), fig14_table.csv.
@@ -12,6 +13,7 @@ Should give (paper): both ≈ 88-89% clean; the non-expansive net more robust un
 cores: clean 88.8% (non-expansive) / 89.9% (ResNet); PGD at ε = 36/255, 0.3, 0.5: 82.8 / 70.0 / 51.1% vs
 57.4 / 13.9 / 0.8%; training 406 s / 465 s, PGD curves 143 s / 101 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from stablenets.collect import read_sweep  # noqa: E402
-from stablenets.plotting import save_figure  # noqa: E402
-from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 from stablenets.eval import load_run  # noqa: E402
+from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.robustness import pgd_l2  # noqa: E402
+from stablenets.runner.sweeps import launch_sweep  # noqa: E402
 
 MODELS = ["fmnist_nonexpansive", "fmnist_resnet"]
 
@@ -36,7 +38,7 @@ def figure13(run_dir, out, eps=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0), index: int = 0) -
     """Figure 13: attacked images (top) and perturbations (bottom) at increasing ε, titled with predictions."""
     cfg, objects = load_run(run_dir)
     net, dm = objects["net"].eval(), objects["datamodule"]
-    x, y = dm.test_set.tensors[0][index:index + 1], dm.test_set.tensors[1][index:index + 1]
+    x, y = dm.test_set.tensors[0][index : index + 1], dm.test_set.tensors[1][index : index + 1]
     res = pgd_l2(net, x, y, list(eps), n_iter=100, keep_delta=True, early_stop=False, monotone=False)
     fig, axes = plt.subplots(2, len(eps), figsize=(2 * len(eps), 4.3))
     for j, e in enumerate(eps):
@@ -58,13 +60,21 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     # attack=pgd_l2 up front: the sweep's base config must know the attack keys that overrides may set
-    sweep = launch_sweep([f"experiment={','.join(MODELS)}", "attack=pgd_l2", "hydra/launcher=local", "num_threads=1"],
-                         args.overrides, args.group)
+    sweep = launch_sweep(
+        [f"experiment={','.join(MODELS)}", "attack=pgd_l2", "hydra/launcher=local", "num_threads=1"],
+        args.overrides,
+        args.group,
+    )
     runs, curves = read_sweep(sweep)
     if runs.empty:
         sys.exit(1)
-    print(runs[["experiment", "status", "test/acc", "train/seconds", "test/pgd_seconds", "test/lipschitz_bound"]
-               ].to_string(index=False, na_rep="-") if "test/pgd_seconds" in runs else runs.to_string())
+    print(
+        runs[
+            ["experiment", "status", "test/acc", "train/seconds", "test/pgd_seconds", "test/lipschitz_bound"]
+        ].to_string(index=False, na_rep="-")
+        if "test/pgd_seconds" in runs
+        else runs.to_string()
+    )
     if curves.empty:
         sys.exit(1)
     table = curves.pivot_table(index="eps", columns="experiment", values=["pgd_acc", "certified_acc", "autoattack_acc"])

@@ -14,6 +14,7 @@ constant / bound 0.713 / 0.740, 1.932 / 2.220, 2.472 / 2.938; 25, 20, 20 sub-ste
 uncapped); each evaluation 3-10 s (its Lipschitz search: 122 calls of the net).  The table lists each run's
 training and evaluation seconds and sub-steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ import torch
 
 from stablenets.baselines import grid_search, lipschitz_of_tau, reconstruct, tau_for_lipschitz
 from stablenets.collect import read_sweep
-from stablenets.runner.sweeps import launch_sweep
 from stablenets.plotting import plot_curves, plot_point_sets
+from stablenets.runner.sweeps import launch_sweep
 
 SCALES = {"L*/3": 1 / 3, "L*": 1.0, "3L*": 3.0}
 
@@ -49,8 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     scales = ",".join(f"{s:.10g}" for s in SCALES.values())
-    sweep = launch_sweep(["experiment=inverse_invnet", f"lipschitz.scale={scales}", "hydra/launcher=local"],
-                         args.overrides, args.group)
+    sweep = launch_sweep(
+        ["experiment=inverse_invnet", f"lipschitz.scale={scales}", "hydra/launcher=local"], args.overrides, args.group
+    )
 
     # --- Tikhonov on the same data (the data module is seeded: same sets as the runs) ---
     dm = data_module(args.overrides)
@@ -61,23 +63,50 @@ def main() -> None:
     L_star = tik["L_star"]
     naive = (y_te.double() @ torch.linalg.inv(A).t()).numpy()
     clean = (x_te.double() @ A.t() @ torch.linalg.inv(A).t()).numpy()
-    plot_point_sets({"x†": {"x†": x_te.numpy()}, "A⁻¹(Ax†)": {"noise-free": clean}, "A⁻¹y (noisy)": {"A⁻¹y": naive}},
-                    sweep / "fig1_naive_inversion.png", "Figure 1: naive inversion")
-    plot_point_sets({"training set": {"x† (ground truth)": x_tr.numpy(), "y (measurement)": y_tr.numpy()}},
-                    sweep / "fig6_training_set.png", "Figure 6")
-    plot_curves({"training MSE": (tik["taus"].tolist(), tik["errors"].tolist())}, sweep / "fig7_tau_search.png",
-                "τ", "mean ‖x̂_τ − x†‖²", f"Figure 7: τ* = {tik['tau_star']:.3g}", logx=True, logy=True, marker="")
-    plot_curves({"L(τ)": (tik["taus"].tolist(), lipschitz_of_tau(A, tik["taus"]).tolist())},
-                sweep / "fig8_lipschitz_of_tau.png", "τ", "L(τ) (eq. 34)", f"Figure 8: L* = {L_star:.3g}",
-                logx=True, marker="")
+    plot_point_sets(
+        {"x†": {"x†": x_te.numpy()}, "A⁻¹(Ax†)": {"noise-free": clean}, "A⁻¹y (noisy)": {"A⁻¹y": naive}},
+        sweep / "fig1_naive_inversion.png",
+        "Figure 1: naive inversion",
+    )
+    plot_point_sets(
+        {"training set": {"x† (ground truth)": x_tr.numpy(), "y (measurement)": y_tr.numpy()}},
+        sweep / "fig6_training_set.png",
+        "Figure 6",
+    )
+    plot_curves(
+        {"training MSE": (tik["taus"].tolist(), tik["errors"].tolist())},
+        sweep / "fig7_tau_search.png",
+        "τ",
+        "mean ‖x̂_τ − x†‖²",
+        f"Figure 7: τ* = {tik['tau_star']:.3g}",
+        logx=True,
+        logy=True,
+        marker="",
+    )
+    plot_curves(
+        {"L(τ)": (tik["taus"].tolist(), lipschitz_of_tau(A, tik["taus"]).tolist())},
+        sweep / "fig8_lipschitz_of_tau.png",
+        "τ",
+        "L(τ) (eq. 34)",
+        f"Figure 8: L* = {L_star:.3g}",
+        logx=True,
+        marker="",
+    )
     rows, panels = [], {}
     for label, s in SCALES.items():
         tau = tau_for_lipschitz(A, s * L_star)
         pred = reconstruct(A, y_te.double(), tau)
         mse = float((pred - x_te.double()).pow(2).sum(1).mean())
         panels[f"Tikhonov L={label} (τ={tau:.3g})"] = {"x̂": pred.numpy(), "x†": x_te.numpy()}
-        rows.append({"method": f"Tikhonov L={label}", "L": s * L_star, "tau": tau, "test_mse": mse,
-                     "lipschitz_measured": float(lipschitz_of_tau(A, tau))})  # exact for a linear map
+        rows.append(
+            {
+                "method": f"Tikhonov L={label}",
+                "L": s * L_star,
+                "tau": tau,
+                "test_mse": mse,
+                "lipschitz_measured": float(lipschitz_of_tau(A, tau)),
+            }
+        )  # exact for a linear map
     plot_point_sets(panels, sweep / "fig9_tikhonov.png", "Figure 9: Tikhonov reconstructions")
 
     # --- InvNets from the sweep ---
@@ -90,17 +119,28 @@ def main() -> None:
         if r.status != "finished":
             rows.append({"method": f"InvNet L={label}", "status": r.status})
             continue
-        rows.append({"method": f"InvNet L={label}", "L": s * L_star, "test_mse": r["test/mse"],
-                     "lipschitz_bound": r["test/lipschitz_bound"], "lipschitz_measured": r["test/lipschitz_measured"],
-                     "train_seconds": r["train/seconds"], "eval_seconds": r.get("eval/seconds"),
-                     "substeps": r.get("model/substeps"), "substeps_cap": r.get("model/substeps_cap")})
+        rows.append(
+            {
+                "method": f"InvNet L={label}",
+                "L": s * L_star,
+                "test_mse": r["test/mse"],
+                "lipschitz_bound": r["test/lipschitz_bound"],
+                "lipschitz_measured": r["test/lipschitz_measured"],
+                "train_seconds": r["train/seconds"],
+                "eval_seconds": r.get("eval/seconds"),
+                "substeps": r.get("model/substeps"),
+                "substeps_cap": r.get("model/substeps_cap"),
+            }
+        )
         pred = pd.read_csv(run_dir / "test_predictions.csv")
         panels[f"InvNet L={label}"] = {"x̂": pred[["pred1", "pred2"]].values, "x†": pred[["x1", "x2"]].values}
         log = pd.read_csv(run_dir / "csv" / "metrics.csv")
         log = log.dropna(subset=["train/loss_step"])
         losses[f"InvNet L={label}"] = (log["step"].tolist(), log["train/loss_step"].tolist())
     plot_point_sets(panels, sweep / "fig11_invnet.png", "Figure 11: InvNet reconstructions")
-    plot_curves(losses, sweep / "fig10_training_loss.png", "iteration", "training loss", "Figure 10", logy=True, marker="")
+    plot_curves(
+        losses, sweep / "fig10_training_loss.png", "iteration", "training loss", "Figure 10", logy=True, marker=""
+    )
     table = pd.DataFrame(rows)
     table.to_csv(sweep / "inverse_table.csv", index=False)
     best_tik = table[table.method.str.startswith("Tikhonov")].test_mse.min()
@@ -111,7 +151,10 @@ def main() -> None:
         if f"InvNet L={label}" in inv.index:
             print(f"InvNet_{{{label}}} beats the best Tikhonov: {inv.test_mse[f'InvNet L={label}'] < best_tik}")
     if "lipschitz_measured" in inv:
-        print(f"every measured Lipschitz constant <= its bound: {bool((inv.lipschitz_measured <= inv.lipschitz_bound).all())}")
+        print(
+            "every measured Lipschitz constant <= its bound: "
+            f"{bool((inv.lipschitz_measured <= inv.lipschitz_bound).all())}"
+        )
     print(f"wall time {time.perf_counter() - t0:.0f} s (finished runs of the sweep dir are skipped, not re-run)")
     sys.exit(0 if (runs.status == "finished").all() else 1)
 

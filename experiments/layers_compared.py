@@ -33,6 +33,7 @@ one study per layer and size.  Writes ``search_best.csv`` (best lr, weight decay
 accuracy per layer and size) into outputs/sweeps/layers_compared_<data>_search/ (each study's trials in
 outputs/sweeps/layers_compared_<data>_search_<layer>_<size>/, with Optuna's optimization_results.yaml).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,24 +81,39 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
             else:
                 row[f"certified@{e}"] = point.certified_acc
                 row[f"pgd@{e}"] = point.pgd_acc
-        for col, key in (("s/epoch", "budget/seconds_per_epoch"), ("epochs", "budget/epochs_reached"),
-                         ("peak MB", "memory/peak_mb"), ("train MB", "memory/train_mb"),
-                         ("params", "model/parameters"), ("L bound", "test/lipschitz_bound"),
-                         ("audit violations", "test/certificate_violations"), ("val certified", "val/certified_acc")):
+        for col, key in (
+            ("s/epoch", "budget/seconds_per_epoch"),
+            ("epochs", "budget/epochs_reached"),
+            ("peak MB", "memory/peak_mb"),
+            ("train MB", "memory/train_mb"),
+            ("params", "model/parameters"),
+            ("L bound", "test/lipschitz_bound"),
+            ("audit violations", "test/certificate_violations"),
+            ("val certified", "val/certified_acc"),
+        ):
             row[col] = r.get(key)
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    cpl = (table[table.layer == "cpl"].groupby("size")["s/epoch"].mean() if "s/epoch" in table  # mean over CPL's runs
-           else pd.Series(dtype=float))
-    table.insert(table.columns.get_loc("s/epoch") + 1, "time vs CPL",
-                 [r["s/epoch"] / cpl[r["size"]] if r["size"] in cpl and cpl[r["size"]] else math.nan
-                  for _, r in table.iterrows()])
+    cpl = (
+        table[table.layer == "cpl"].groupby("size")["s/epoch"].mean()
+        if "s/epoch" in table  # mean over CPL's runs
+        else pd.Series(dtype=float)
+    )
+    table.insert(
+        table.columns.get_loc("s/epoch") + 1,
+        "time vs CPL",
+        [
+            r["s/epoch"] / cpl[r["size"]] if r["size"] in cpl and cpl[r["size"]] else math.nan
+            for _, r in table.iterrows()
+        ],
+    )
     order = {name: i for i, name in enumerate(LAYERS)}
     sizes = {s: i for i, s in enumerate(["XS", "S", "M", "L"])}
-    return (table.sort_values(by=["size", "layer"], key=lambda c: c.map(sizes if c.name == "size" else order))
-            .reset_index(drop=True))
+    return table.sort_values(
+        by=["size", "layer"], key=lambda c: c.map(sizes if c.name == "size" else order)
+    ).reset_index(drop=True)
 
 
 def select_best(table: pd.DataFrame) -> pd.DataFrame:
@@ -117,6 +133,7 @@ def select_best(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (numbers: accuracies and ratios to 3 places, the rest as they are)."""
+
     def cell(v) -> str:
         if isinstance(v, float):
             if math.isnan(v):
@@ -125,6 +142,7 @@ def markdown(table: pd.DataFrame) -> str:
                 return f"{v:.0f}"
             return f"{v:.3g}" if abs(v) < 0.01 else f"{v:.3f}"
         return str(v)
+
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -139,10 +157,20 @@ def figure(table: pd.DataFrame, eps: float, out: Path, title: str) -> None:
         mine = table[(table.layer == layer)] if col in table else table.iloc[0:0]
         for _, r in mine.iterrows():
             if pd.notna(r.get(col)) and pd.notna(r.get("s/epoch")):
-                ax.scatter(r["s/epoch"], r[col], color=colours(i), marker=markers.get(r["size"], "o"),
-                           label=f"{layer} {r['size']}")
-                ax.annotate(f"{layer} {r['size']}", (r["s/epoch"], r[col]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.scatter(
+                    r["s/epoch"],
+                    r[col],
+                    color=colours(i),
+                    marker=markers.get(r["size"], "o"),
+                    label=f"{layer} {r['size']}",
+                )
+                ax.annotate(
+                    f"{layer} {r['size']}",
+                    (r["s/epoch"], r[col]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
@@ -160,8 +188,11 @@ def searched_settings(path: Path, layers: list[str], sizes: list[str]) -> list[t
     if not path.is_file():
         raise SystemExit(f"layers_compared: no search results at {path} (run with --search first)")
     best = pd.read_csv(path)
-    found = {(r.layer, r.size): (float(r.lr), float(r.weight_decay)) for r in best.itertuples()
-             if r.status == "finished" and pd.notna(r.lr) and pd.notna(r.weight_decay)}
+    found = {
+        (r.layer, r.size): (float(r.lr), float(r.weight_decay))
+        for r in best.itertuples()
+        if r.status == "finished" and pd.notna(r.lr) and pd.notna(r.weight_decay)
+    }
     missing = [f"{layer} {size}" for layer in layers for size in sizes if (layer, size) not in found]
     if missing:
         raise SystemExit(f"layers_compared: {path} has no finished search for {', '.join(missing)}")
@@ -171,15 +202,23 @@ def searched_settings(path: Path, layers: list[str], sizes: list[str]) -> list[t
 def compare(args, layers: list[str], sizes: list[str]) -> int:
     preset, eps_star = PRESETS[args.data]
     group = args.group or f"layers_compared_{args.data}"
-    common = [f"experiment={preset}", f"trainer.max_time={args.budget}", f"trainer.max_epochs={args.max_epochs}",
-              "num_threads=1"]
+    common = [
+        f"experiment={preset}",
+        f"trainer.max_time={args.budget}",
+        f"trainer.max_epochs={args.max_epochs}",
+        "num_threads=1",
+    ]
     if args.from_search:  # each family and size with its own searched lr and weight decay, into one study
         for layer, size, lr, wd in searched_settings(Path(args.from_search), layers, sizes):
-            sweep = launch_sweep([*common, f"{LAYER_KEY}={layer}", f"{SIZE_KEY}={size}", f"{LR_KEY}={lr:.6g}",
-                                  f"{WD_KEY}={wd:.6g}"], args.overrides, group)
+            sweep = launch_sweep(
+                [*common, f"{LAYER_KEY}={layer}", f"{SIZE_KEY}={size}", f"{LR_KEY}={lr:.6g}", f"{WD_KEY}={wd:.6g}"],
+                args.overrides,
+                group,
+            )
     else:
-        sweep = launch_sweep([*common, f"{LAYER_KEY}={','.join(layers)}", f"{SIZE_KEY}={','.join(sizes)}"],
-                             args.overrides, group)
+        sweep = launch_sweep(
+            [*common, f"{LAYER_KEY}={','.join(layers)}", f"{SIZE_KEY}={','.join(sizes)}"], args.overrides, group
+        )
     runs, curves = read_sweep(sweep)
     if runs.empty:
         return 1
@@ -190,10 +229,16 @@ def compare(args, layers: list[str], sizes: list[str]) -> int:
     (sweep / "comparison.md").write_text(markdown(table))
     print(markdown(table))
     if not table.empty:
-        figure(table, args.figure_eps or eps_star, sweep / "certified_vs_time.png",
-               f"{preset}: every run on a budget of {args.budget}")
-    print(f"wrote {sweep}/comparison.csv, comparison.md (one row per layer and size: the best by validation "
-          f"certified accuracy of {len(every)} runs, all in comparison_all.csv), certified_vs_time.png")
+        figure(
+            table,
+            args.figure_eps or eps_star,
+            sweep / "certified_vs_time.png",
+            f"{preset}: every run on a budget of {args.budget}",
+        )
+    print(
+        f"wrote {sweep}/comparison.csv, comparison.md (one row per layer and size: the best by validation "
+        f"certified accuracy of {len(every)} runs, all in comparison_all.csv), certified_vs_time.png"
+    )
     return 0 if (runs.status == "finished").all() else 1
 
 
@@ -203,15 +248,27 @@ def search(args, layers: list[str], sizes: list[str]) -> int:
     best, failed = [], False
     for layer in layers:
         for size in sizes:
-            sweep = launch_sweep([f"experiment={preset}", f"{LAYER_KEY}={layer}", f"{SIZE_KEY}={size}",
-                                  f"trainer.max_time={args.budget}", f"trainer.max_epochs={args.max_epochs}",
-                                  "num_threads=1", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
-                                  f"hydra.sweeper.sampler.seed={args.seed}", "hydra.sweeper.direction=maximize",
-                                  f"hydra.sweeper.study_name={layer}_{size}", f"hydra.sweeper.n_trials={args.trials}",
-                                  "hydra.sweeper.n_jobs=1",
-                                  f"task.optimizer.lr=tag(log,interval({LR_RANGE[0]},{LR_RANGE[1]}))",
-                                  f"task.optimizer.weight_decay=tag(log,interval({WD_RANGE[0]},{WD_RANGE[1]}))"],
-                                 args.overrides, f"{base}_{layer}_{size}")
+            sweep = launch_sweep(
+                [
+                    f"experiment={preset}",
+                    f"{LAYER_KEY}={layer}",
+                    f"{SIZE_KEY}={size}",
+                    f"trainer.max_time={args.budget}",
+                    f"trainer.max_epochs={args.max_epochs}",
+                    "num_threads=1",
+                    "hydra/sweeper=optuna",
+                    "hydra/sweeper/sampler=random",
+                    f"hydra.sweeper.sampler.seed={args.seed}",
+                    "hydra.sweeper.direction=maximize",
+                    f"hydra.sweeper.study_name={layer}_{size}",
+                    f"hydra.sweeper.n_trials={args.trials}",
+                    "hydra.sweeper.n_jobs=1",
+                    f"task.optimizer.lr=tag(log,interval({LR_RANGE[0]},{LR_RANGE[1]}))",
+                    f"task.optimizer.weight_decay=tag(log,interval({WD_RANGE[0]},{WD_RANGE[1]}))",
+                ],
+                args.overrides,
+                f"{base}_{layer}_{size}",
+            )
             found = sweep / "optimization_results.yaml"
             if not found.exists():
                 failed = True
@@ -219,11 +276,18 @@ def search(args, layers: list[str], sizes: list[str]) -> int:
                 continue
             res = yaml.safe_load(found.read_text())
             runs, _ = read_sweep(sweep)
-            best.append({"layer": layer, "size": size, "status": "finished",
-                         "lr": res["best_params"].get("task.optimizer.lr"),
-                         "weight_decay": res["best_params"].get("task.optimizer.weight_decay"),
-                         "val certified": res["best_value"], "trials": len(runs),
-                         "trials finished": int((runs.status == "finished").sum()) if not runs.empty else 0})
+            best.append(
+                {
+                    "layer": layer,
+                    "size": size,
+                    "status": "finished",
+                    "lr": res["best_params"].get("task.optimizer.lr"),
+                    "weight_decay": res["best_params"].get("task.optimizer.weight_decay"),
+                    "val certified": res["best_value"],
+                    "trials": len(runs),
+                    "trials finished": int((runs.status == "finished").sum()) if not runs.empty else 0,
+                }
+            )
     table = pd.DataFrame(best)
     root = Path("outputs/sweeps") / study_group(base, args.overrides)
     root.mkdir(parents=True, exist_ok=True)
@@ -242,8 +306,12 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=1000, help="cap on the epochs a budget may buy")
     parser.add_argument("--figure-eps", type=float, default=None, help="ε of the figure (default: the preset's ε*)")
     parser.add_argument("--search", action="store_true", help="random search over lr and weight decay instead")
-    parser.add_argument("--from-search", metavar="PATH", default=None,
-                        help="train each family and size with the lr and weight decay of a search's search_best.csv")
+    parser.add_argument(
+        "--from-search",
+        metavar="PATH",
+        default=None,
+        help="train each family and size with the lr and weight decay of a search's search_best.csv",
+    )
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="the random search's seed")
     parser.add_argument("--group", default=None)

@@ -9,6 +9,7 @@ long rollouts).  Data: 16 noisy trajectories (ẋ noise 0.2).  Should give: both
 equilibrium (‖x(50) − x̄‖ < 0.01) from every test state and the Lyapunov condition holds at 100% of 10⁵
 sampled states; the unconstrained field does not keep the prescribed equilibrium.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,13 @@ from stablenets.collect import read_sweep
 from stablenets.runner.sweeps import launch_sweep
 
 PRESETS = ["dynamics_vector_field_mlp", "dynamics_lyapunov", "dynamics_contracting"]
-COLS = ["test/trajectory_mse", "test/long_converged_frac", "test/long_final_dist_max", "test/lyapunov_holds_frac",
-        "train/seconds"]
+COLS = [
+    "test/trajectory_mse",
+    "test/long_converged_frac",
+    "test/long_final_dist_max",
+    "test/lyapunov_holds_frac",
+    "train/seconds",
+]
 
 
 def main() -> None:
@@ -27,8 +33,9 @@ def main() -> None:
     ap.add_argument("--group", default="dynamics")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    sweep = launch_sweep([f"experiment={','.join(PRESETS)}", "seed=0,1,2", "hydra/launcher=local"], args.overrides,
-                         args.group)
+    sweep = launch_sweep(
+        [f"experiment={','.join(PRESETS)}", "seed=0,1,2", "hydra/launcher=local"], args.overrides, args.group
+    )
     runs, _ = read_sweep(sweep)
     cols = [c for c in COLS if c in runs]
     table = runs.groupby("experiment")[cols].agg(["mean", "min", "max"]).reindex(PRESETS)

@@ -43,6 +43,7 @@ other measures the drift as much as the nets.
 
 Needs the Fashion-MNIST files (``data.data_dir``, ``/usr/share/datasets/fashion-mnist``, or ``--download``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,21 +52,20 @@ import time
 
 import lightning as pl
 import torch
-from torch import nn
 from omegaconf import OmegaConf
+from torch import nn
 
+from stablenets.api import compose
 from stablenets.callbacks import PowerMethodCallback
-from stablenets.runner.config import build
+from stablenets.eval import load_run
+from stablenets.losses import HKR
 from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
 from stablenets.nn.activations import GroupSort
 from stablenets.nn.bounds import lipschitz_bound
 from stablenets.nn.isometries import L2Pool2d
-from stablenets.eval import load_run
-from stablenets.losses import HKR
 from stablenets.robustness import pgd_l2_plain, robustness_curve
 from stablenets.robustness.curve import chunk_for, take
-from stablenets.api import compose
-from stablenets.runner.config import build_objects, without_hydra
+from stablenets.runner.config import build, build_objects, without_hydra
 from stablenets.runner.numerics import flush_denormals
 
 PRESETS = {"nonexpansive": "fmnist_nonexpansive", "resnet": "fmnist_resnet"}
@@ -83,10 +83,17 @@ class PeerNet(nn.Sequential):
     def __init__(self, in_shape=(1, 28, 28), out_dim: int = 10) -> None:
         c, h, w = in_shape
         super().__init__(
-            SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True), GroupSort(2, "halves"), L2Pool2d(2),
-            SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True), GroupSort(2, "halves"), L2Pool2d(2),
-            nn.Flatten(), SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True), GroupSort(2, "halves"),
-            SpectralLinear(64, out_dim, max_norm=1.0, exact=True))
+            SpectralConv2d((c, h, w), 16, 3, max_norm=1.0, exact=True),
+            GroupSort(2, "halves"),
+            L2Pool2d(2),
+            SpectralConv2d((16, h // 2, w // 2), 32, 3, max_norm=1.0, exact=True),
+            GroupSort(2, "halves"),
+            L2Pool2d(2),
+            nn.Flatten(),
+            SpectralLinear(32 * (h // 4) * (w // 4), 64, max_norm=1.0, exact=True),
+            GroupSort(2, "halves"),
+            SpectralLinear(64, out_dim, max_norm=1.0, exact=True),
+        )
         self.in_shape = tuple(in_shape)
 
     def lipschitz_bound(self) -> float:
@@ -112,7 +119,8 @@ def subnormals(tensors) -> int:
 def age(objects, dead: float = 9 / 16, seed: int = 0) -> int:
     """The late-training regime of the epoch-13 certified checkpoint: in every gradient-flow block a share
     ``dead`` of the hidden units is dead (bias -0.1: no gradient but weight decay) and their rows of ``A``
-    have decayed into the subnormal range (random subnormals, ± up to 2^-126).  Returns the number of subnormal weights."""
+    have decayed into the subnormal range (random subnormals, ± up to 2^-126).  Returns the number of subnormal
+    weights."""
     g = torch.Generator().manual_seed(seed)
     for block in objects["net"].modules():
         if isinstance(block, GradientFlowBlock):
@@ -183,8 +191,9 @@ class EpochTimer(pl.Callback):
         self._lap()
 
 
-def train(preset: str, overrides: list[str], accelerator: str = "cpu", net=None, loss=None, prepare=None,
-          validate=False):
+def train(
+    preset: str, overrides: list[str], accelerator: str = "cpu", net=None, loss=None, prepare=None, validate=False
+):
     """Train a preset as ``stablenets-train`` does (its data, net, task, schedule, power-method callback);
     ``net`` and ``loss`` replace the preset's, ``prepare(objects)`` runs before training, ``validate`` keeps
     the per-epoch validation of a real run (in the epoch times)."""
@@ -198,10 +207,18 @@ def train(preset: str, overrides: list[str], accelerator: str = "cpu", net=None,
     power_cfg = {k: v for k, v in cfg.callbacks.power_method.items() if k != "_target_"}
     timer, power = EpochTimer(), TimedPowerMethod(**power_cfg)
     pl.seed_everything(cfg.seed, verbose=False)
-    trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, callbacks=[timer, power], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator=accelerator, devices=1, num_sanity_val_steps=0,
-                        limit_val_batches=None if validate else 0)
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        callbacks=[timer, power],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator=accelerator,
+        devices=1,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+    )
     trainer.fit(objects["task"], datamodule=objects["datamodule"])
     return cfg, objects, timer, power
 
@@ -220,10 +237,12 @@ def epoch_section(args, accelerator: str) -> None:
 
         *_, last, _ = train(preset, [*data, *mine, "trainer.max_epochs=1"], accelerator, prepare=prepare, validate=True)
         times, cpu = first.times + last.times, first.cpu + last.cpu
-        print(f"[epochs] {preset:20s} epochs {', '.join(f'{t:.1f}' for t in times)} s, CPU "
-              f"{', '.join(f'{t:.1f}' for t in cpu)} s (the last from "
-              f"{'the checkpoint ' + late if late else 'the aged state'}: {held[0]} subnormal weights): "
-              f"slowest / first epoch = {max(times) / times[0]:.2f} (CPU time: {max(cpu) / cpu[0]:.2f})")
+        print(
+            f"[epochs] {preset:20s} epochs {', '.join(f'{t:.1f}' for t in times)} s, CPU "
+            f"{', '.join(f'{t:.1f}' for t in cpu)} s (the last from "
+            f"{'the checkpoint ' + late if late else 'the aged state'}: {held[0]} subnormal weights): "
+            f"slowest / first epoch = {max(times) / times[0]:.2f} (CPU time: {max(cpu) / cpu[0]:.2f})"
+        )
 
 
 def update_floor(objects, steps: int = 60) -> tuple[float, float, float, int]:
@@ -281,26 +300,38 @@ def summary(results) -> tuple[float, float, float, float]:
 
 def peer_section(args, accelerator: str) -> None:
     """The certified preset's epoch time against the deel-torchlip-shaped net, same threads and data, in turns."""
-    data = [f"data.n_train={args.n_train}", f"data.download={args.download}", "attack=none",
-            f"trainer.max_epochs={args.epochs}"]
+    data = [
+        f"data.n_train={args.n_train}",
+        f"data.download={args.download}",
+        "attack=none",
+        f"trainer.max_epochs={args.epochs}",
+    ]
 
     def ours():
         *_, timer, power = train("fmnist_certified", [*data, *args.certified], accelerator, validate=True)
         return timer, power
 
     def peer():
-        *_, timer, power = train("fmnist_certified", [*data, *PEER], accelerator, net=peer_net(),
-                                 loss=HKR(alpha=0.99, min_margin=0.25), validate=True)
+        *_, timer, power = train(
+            "fmnist_certified",
+            [*data, *PEER],
+            accelerator,
+            net=peer_net(),
+            loss=HKR(alpha=0.99, min_margin=0.25),
+            validate=True,
+        )
         return timer, power
 
     res = alternate({"ours": ours, "peer": peer}, args.rounds)
     (a, ca, pa, ua), (b, cb, pb, ub) = summary(res["ours"]), summary(res["peer"])
     per_round = [sum(o[0].times) / sum(p[0].times) for o, p in zip(res["ours"], res["peer"])]
-    print(f"[peer] fmnist_certified mean epoch {a:.1f} s (CPU {ca:.1f} s), deel-torchlip-shaped net {b:.1f} s "
-          f"(CPU {cb:.1f} s) ({args.n_train} images, {torch.get_num_threads()} threads, {args.rounds} rounds in "
-          f"turns): certified / peer = {a / b:.2f} (CPU time: {ca / cb:.2f}; per round: "
-          f"{', '.join(f'{r:.2f}' for r in per_round)}); PowerMethodCallback share of the epoch: certified "
-          f"{pa:.1%} (update {ua:.1%}), peer {pb:.1%} (update {ub:.1%})")
+    print(
+        f"[peer] fmnist_certified mean epoch {a:.1f} s (CPU {ca:.1f} s), deel-torchlip-shaped net {b:.1f} s "
+        f"(CPU {cb:.1f} s) ({args.n_train} images, {torch.get_num_threads()} threads, {args.rounds} rounds in "
+        f"turns): certified / peer = {a / b:.2f} (CPU time: {ca / cb:.2f}; per round: "
+        f"{', '.join(f'{r:.2f}' for r in per_round)}); PowerMethodCallback share of the epoch: certified "
+        f"{pa:.1%} (update {ua:.1%}), peer {pb:.1%} (update {ub:.1%})"
+    )
 
 
 def main() -> None:
@@ -310,16 +341,29 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=None, help="attacked images (default: 200; --runs: the run's own)")
     ap.add_argument("--n-iter", type=int, default=None, help="PGD iterations (default: 20; --runs: the run's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="ne, peer: train each net this many times, in turns (A B A B: a drifting machine slows both)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="ne, peer: train each net this many times, in turns (A B A B: a drifting machine slows both)",
+    )
     ap.add_argument("--download", action="store_true")
     ap.add_argument("--runs", nargs="*", help="finished run dirs (non-expansive first): attack their checkpoints")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train and attack")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
-    ap.add_argument("--certified", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="epochs, peer: overrides of the fmnist_certified preset (e.g. model.blocks=[2,2])")
-    ap.add_argument("--late-state", nargs="*", metavar="PRESET=PATH",
-                    help="epochs: a run's checkpoint as the late state of a preset (default: the aged state)")
+    ap.add_argument(
+        "--certified",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="epochs, peer: overrides of the fmnist_certified preset (e.g. model.blocks=[2,2])",
+    )
+    ap.add_argument(
+        "--late-state",
+        nargs="*",
+        metavar="PRESET=PATH",
+        help="epochs: a run's checkpoint as the late state of a preset (default: the aged state)",
+    )
     ap.add_argument("--no-flush", action="store_true", help="keep subnormal floats (the runner flushes them)")
     args = ap.parse_args()
     flush = flush_denormals(not args.no_flush)  # as the runner does: before torch starts its threads
@@ -344,8 +388,13 @@ def main() -> None:
             models[name] = (cfg, objects)
     else:
         args.n_eval, args.n_iter = args.n_eval or 200, args.n_iter or 20
-        data = [f"data.n_train={args.n_train}", f"data.n_test={args.n_eval}", f"trainer.max_epochs={args.epochs}",
-                f"data.download={args.download}", "attack=pgd_l2"]
+        data = [
+            f"data.n_train={args.n_train}",
+            f"data.n_test={args.n_eval}",
+            f"trainer.max_epochs={args.epochs}",
+            f"data.download={args.download}",
+            "attack=pgd_l2",
+        ]
 
         def run(preset):
             cfg, objects, timer, power = train(preset, data, accelerator)
@@ -357,22 +406,30 @@ def main() -> None:
             models[name] = results[-1][2]
             stats[name] = summary(results)
             ep, cpu = stats[name][:2]
-            print(f"[train] {name:13s} mean epoch {ep:7.2f} s (CPU {cpu:.2f} s)  ({args.n_train / ep:7.0f} images/s)  "
-                  f"epochs: {', '.join(f'{t:.1f}' for timer, *_ in results for t in timer.times)}")
+            print(
+                f"[train] {name:13s} mean epoch {ep:7.2f} s (CPU {cpu:.2f} s)  ({args.n_train / ep:7.0f} images/s)  "
+                f"epochs: {', '.join(f'{t:.1f}' for timer, *_ in results for t in timer.times)}"
+            )
         (ep_ne, cpu_ne, share, update), powers = stats["nonexpansive"], [p for _, p, _ in res["nonexpansive"]]
         n = [s for p in powers for s in p.substeps] or [0]
         per_round = [sum(a[0].times) / sum(b[0].times) for a, b in zip(res["nonexpansive"], res["resnet"])]
-        print(f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f} "
-              f"(CPU time: {cpu_ne / stats['resnet'][1]:.2f}; per round: {', '.join(f'{r:.2f}' for r in per_round)})")
-        print(f"[train] PowerMethodCallback share of the non-expansive epochs = {share:.2%} (its update alone "
-              f"{update:.2%}; {sum(p.iterations for p in powers) / max(1, sum(p.updates for p in powers)):.2f} "
-              f"iterations per layer and step, {sum(p.projections for p in powers)} projections, "
-              f"{sum(p.corrections for p in powers)} corrections)")
+        print(
+            f"[train] mean epoch time nonexpansive / resnet = {ep_ne / stats['resnet'][0]:.2f} "
+            f"(CPU time: {cpu_ne / stats['resnet'][1]:.2f}; per round: {', '.join(f'{r:.2f}' for r in per_round)})"
+        )
+        print(
+            f"[train] PowerMethodCallback share of the non-expansive epochs = {share:.2%} (its update alone "
+            f"{update:.2%}; {sum(p.iterations for p in powers) / max(1, sum(p.updates for p in powers)):.2f} "
+            f"iterations per layer and step, {sum(p.projections for p in powers)} projections, "
+            f"{sum(p.corrections for p in powers)} corrections)"
+        )
         print(f"[train] sub-steps n per block: mean {sum(n) / len(n):.2f}, max {max(n)}")
         step, upd, products, layers = update_floor(models["nonexpansive"][1])
-        print(f"[train] inside a training loop (step {step * 1e3:.1f} ms): the update {upd * 1e3:.2f} ms "
-              f"({upd / step:.2%} of a step); the {2 * layers} single-image products of one iteration alone "
-              f"{products * 1e3:.2f} ms ({products / step:.2%})")
+        print(
+            f"[train] inside a training loop (step {step * 1e3:.1f} ms): the update {upd * 1e3:.2f} ms "
+            f"({upd / step:.2%} of a step); the {2 * layers} single-image products of one iteration alone "
+            f"{products * 1e3:.2f} ms ({products / step:.2%})"
+        )
     if "attack" not in args.only:
         return
 
@@ -397,16 +454,22 @@ def main() -> None:
         t_chunked = time.perf_counter() - t0
         plain_passes = len(x) * n_iter * sum(e > 0 for e in eps)
         worse = max(a - b for a, b in zip(fast, plain))
-        print(f"[attack] {name:13s} curve {t_fast:7.1f} s ({curve['pgd_passes']} image passes) vs plain {t_plain:7.1f} s "
-              f"({plain_passes} passes): {t_plain / t_fast:.1f}x; vs plain in chunks of {chunk} + layout {t_chunked:7.1f} s: "
-              f"{t_chunked / t_fast:.1f}x; max(curve - plain accuracy) = {worse:+.3f} (<= 0: equal or stronger)")
+        print(
+            f"[attack] {name:13s} curve {t_fast:7.1f} s ({curve['pgd_passes']} image passes) vs plain {t_plain:7.1f} s "
+            f"({plain_passes} passes): {t_plain / t_fast:.1f}x; "
+            f"vs plain in chunks of {chunk} + layout {t_chunked:7.1f} s: "
+            f"{t_chunked / t_fast:.1f}x; max(curve - plain accuracy) = {worse:+.3f} (<= 0: equal or stronger)"
+        )
         print(f"[attack] {name:13s} eps      " + " ".join(f"{e:6.3f}" for e in eps))
         print(f"[attack] {name:13s} curve    " + " ".join(f"{a:6.3f}" for a in fast))
         print(f"[attack] {name:13s} plain    " + " ".join(f"{a:6.3f}" for a in plain))
         print(f"[attack] {name:13s} chunked  " + " ".join(f"{a:6.3f}" for a in plain_chunked))
         if curve["curve"][0]["certified_acc"] is not None:
-            print(f"[attack] {name:13s} certified" + " ".join(f"{r['certified_acc']:6.3f}" for r in curve["curve"])
-                  + f"   (Lipschitz bound {curve['lipschitz_bound']:.3f})")
+            print(
+                f"[attack] {name:13s} certified"
+                + " ".join(f"{r['certified_acc']:6.3f}" for r in curve["curve"])
+                + f"   (Lipschitz bound {curve['lipschitz_bound']:.3f})"
+            )
 
 
 if __name__ == "__main__":

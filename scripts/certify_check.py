@@ -8,6 +8,7 @@ inside a certified radius.
 2. a strong L2-PGD (margin loss, random restarts) at a grid of ε: any success on a point whose certified
    radius (the run's ``certificate``: m(x)/(√2 L), or per class pair) exceeds ε is a violation (must be 0).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ def main() -> None:
         parts["body"] = (net.body, net.body_bound())
     for name, (f, claimed) in parts.items():
         ratio = empirical_lipschitz(f, x[:64], n_pairs=128, ascent_steps=100, generator=g)
-        print(f"{name}: searched ratio {ratio:.6f} vs bound {claimed:.6f} -> ratio/bound = {ratio / claimed:.6f} "
-              f"({'OK' if ratio <= claimed * (1 + 1e-4) else 'VIOLATION'})")
+        print(
+            f"{name}: searched ratio {ratio:.6f} vs bound {claimed:.6f} -> ratio/bound = {ratio / claimed:.6f} "
+            f"({'OK' if ratio <= claimed * (1 + 1e-4) else 'VIOLATION'})"
+        )
     convention = cfg.get("certificate", "sqrt2")  # the certificates the run reported
     lipschitz = net.pairwise_lipschitz() if convention == "pairwise" else bound
     with torch.no_grad():
@@ -45,8 +48,11 @@ def main() -> None:
     eps = [float(e) for e in torch.linspace(0.01, float(radius.max()) * 1.2, 12)]
     res = pgd_l2(net, x, y, eps, n_iter=args.n_iter, loss="margin", random_start=True, restarts=3, generator=g)
     violations = sum(int((res.broken[i] & correct & (radius > e)).sum()) for i, e in enumerate(eps))
-    print(f"certificates ({convention}): bound L = {bound:.4f}, median certified radius {float(radius[correct].median()):.4f}; "
-          f"PGD-{args.n_iter} x3 restarts at {len(eps)} eps on {len(x)} images: {violations} violations")
+    print(
+        f"certificates ({convention}): bound L = {bound:.4f}, "
+        f"median certified radius {float(radius[correct].median()):.4f}; "
+        f"PGD-{args.n_iter} x3 restarts at {len(eps)} eps on {len(x)} images: {violations} violations"
+    )
 
 
 if __name__ == "__main__":

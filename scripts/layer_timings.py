@@ -15,6 +15,7 @@ validation's first batch does.
 All families are timed in one process, round-robin (each round times every family once), so that load on
 the machine affects them alike; the median over rounds is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def whole_net(family: str, size: str) -> torch.nn.Module:
     """The benchmark ConvNet of ``experiment=layers_compared_fmnist`` with ``family``'s layers, as a run builds it."""
     from stablenets.api import compose
     from stablenets.runner.config import build
+
     cfg = compose(["experiment=layers_compared_fmnist", f"model/layer={family}", f"model.size={size}"])
     return build("model", cfg.model, in_shape=(1, 28, 28), out_dim=10)
 
@@ -71,10 +73,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--net", choices=["XS", "S", "M", "L"], default=None,
-                    help="time the comparison's whole net of this size instead of one layer")
-    ap.add_argument("--memory", action="store_true",
-                    help="with --net: peak memory of a training step, each family in a fresh process (Linux)")
+    ap.add_argument(
+        "--net",
+        choices=["XS", "S", "M", "L"],
+        default=None,
+        help="time the comparison's whole net of this size instead of one layer",
+    )
+    ap.add_argument(
+        "--memory",
+        action="store_true",
+        help="with --net: peak memory of a training step, each family in a fresh process (Linux)",
+    )
     ap.add_argument("--one-family", default=None, help=argparse.SUPPRESS)  # --memory's child process
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,9 +95,26 @@ def main() -> None:
             ap.error("--memory needs --net SIZE")
         print(f"LipConvNet {args.net}, batch {args.batch}: MiB a training step adds at its peak (fresh process each)")
         for f in FAMILIES:
-            out = subprocess.run([sys.executable, __file__, "--net", args.net, "--batch", str(args.batch),
-                                  "--threads", str(args.threads), "--one-family", f], capture_output=True, text=True)
-            print(f"{f:10s} {out.stdout.strip().splitlines()[-1] if out.returncode == 0 else 'failed: ' + out.stderr[-200:]}")
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--net",
+                    args.net,
+                    "--batch",
+                    str(args.batch),
+                    "--threads",
+                    str(args.threads),
+                    "--one-family",
+                    f,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            print(
+                f"{f:10s} "
+                + (out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "failed: " + out.stderr[-200:])
+            )
         return
     torch.manual_seed(0)
     if args.net:
@@ -108,10 +134,10 @@ def main() -> None:
     for r in range(args.rounds + 1):  # round 0 warms up (first certified norms, allocator): not timed
         for f, layer in layers.items():
             layer.train()
-            t = _time(lambda: step(f), repeats=1 if args.net else 3)
+            t = _time(lambda f=f: step(f), repeats=1 if args.net else 3)
             layer.eval()
             with torch.no_grad():
-                e = _time(lambda: layer(x), repeats=1 if args.net else 3)
+                e = _time(lambda layer=layer: layer(x), repeats=1 if args.net else 3)
             if r:
                 train[f].append(t)
                 evals[f].append(e)
@@ -122,8 +148,10 @@ def main() -> None:
     for f, layer in layers.items():
         t, e = statistics.median(train[f]), statistics.median(evals[f])
         n = sum(p.numel() for p in layer.parameters())
-        print(f"{f:10s} {1e3 * t:9.2f} {t / ref_t:6.2f} {1e3 * e:8.2f} {e / ref_e:6.2f} {n:7d}  "
-              f"{layer.lipschitz_bound():.9f}")
+        print(
+            f"{f:10s} {1e3 * t:9.2f} {t / ref_t:6.2f} {1e3 * e:8.2f} {e / ref_e:6.2f} {n:7d}  "
+            f"{layer.lipschitz_bound():.9f}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ overrides, or ``STABLENETS_CONFIG_PATH`` (see :mod:`stablenets.runner.search_pat
 
 (``stablenets.train`` is the module behind ``stablenets-train``; the function is ``stablenets.api.train``.)
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 

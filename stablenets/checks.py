@@ -4,6 +4,7 @@ Each raises ``ValueError`` naming the first offending value (the keyword it was 
 ``depth`` or ``lipschitz.L``); ``None`` means "not set" and passes.  The runner reports these errors
 against the config group they came from, before any work starts.
 """
+
 from __future__ import annotations
 
 import math

@@ -2,10 +2,12 @@
 
 Each job dir (one per override combination, holding ``.hydra/overrides.yaml``) becomes one row of
 ``runs.csv`` — swept overrides as columns, then status (``finished`` / ``failed`` / ``unfinished`` /
-``damaged``: a file of the run cannot be read, named in ``error``), what produced the run (``version``, ``git_commit``, ``git_dirty``: see :mod:`stablenets.runner.provenance`; empty for
+``damaged``: a file of the run cannot be read, named in ``error``), what produced the run (``version``,
+``git_commit``, ``git_dirty``: see :mod:`stablenets.runner.provenance`; empty for
 runs written before they were recorded) and metrics — and, when it has a robustness curve, one row per ε
 of ``curves.csv``.  Failed and unfinished runs are listed, never dropped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +25,11 @@ STATUS = ("finished", "failed", "unfinished", "damaged")
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")
-                  if "eval" not in p.parent.parent.relative_to(sweep_dir).parts)
+    return sorted(
+        p.parent.parent
+        for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")
+        if "eval" not in p.parent.parent.relative_to(sweep_dir).parts
+    )
 
 
 def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,8 +49,14 @@ def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             row.update({k: res.get(k) for k in PROVENANCE})
             row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
             for point in (res.get("robustness") or {}).get("curve", []):
-                curves.append({"run_dir": row["run_dir"], **overrides, **point,
-                               "certificate": res["robustness"].get("certificate")})
+                curves.append(
+                    {
+                        "run_dir": row["run_dir"],
+                        **overrides,
+                        **point,
+                        "certificate": res["robustness"].get("certificate"),
+                    }
+                )
         elif (d / ERROR).exists():
             row["status"] = "failed"
             lines = [ln for ln in (d / ERROR).read_text().strip().splitlines() if ln.strip()]
@@ -63,8 +74,14 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     return [k for k in keys if runs[k].nunique(dropna=False) > 1]
 
 
-def plot_sweep(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, by: list[str] | None = None,
-               x: str | None = None, y: str = "test/acc") -> list[Path]:
+def plot_sweep(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    out: Path,
+    by: list[str] | None = None,
+    x: str | None = None,
+    y: str = "test/acc",
+) -> list[Path]:
     """Robustness curves overlaid (one line per run, labelled by the ``by`` overrides) and, with ``x``,
     a trade-off plot of the metric ``y`` against the override ``x``."""
     from .plotting import plot_curves
@@ -85,8 +102,13 @@ def plot_sweep(runs: pd.DataFrame, curves: pd.DataFrame, out: Path, by: list[str
         done[x] = pd.to_numeric(done[x])
         rest = [k for k in by if k != x and k in done]
         groups = done.groupby(rest) if rest else [("all", done)]
-        lines = {(", ".join(map(str, k)) if isinstance(k, tuple) else str(k)): (g.sort_values(x)[x].tolist(), g.sort_values(x)[y].tolist())
-                 for k, g in groups}
+        lines = {
+            (", ".join(map(str, k)) if isinstance(k, tuple) else str(k)): (
+                g.sort_values(x)[x].tolist(),
+                g.sort_values(x)[y].tolist(),
+            )
+            for k, g in groups
+        }
         written.append(plot_curves(lines, out / f"tradeoff_{y.replace('/', '_')}_vs_{x}.png", x, y, logx=True))
     return written
 
@@ -111,8 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     curves.to_csv(out / "curves.csv", index=False)
     plots = plot_sweep(runs, curves, out, args.by, args.x, args.y)
     counts = runs.status.value_counts().reindex(STATUS, fill_value=0)
-    print(f"stablenets-collect: {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
-          f"{len(curves)} curve rows -> {out / 'runs.csv'}, {out / 'curves.csv'}")
+    print(
+        f"stablenets-collect: {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}), "
+        f"{len(curves)} curve rows -> {out / 'runs.csv'}, {out / 'curves.csv'}"
+    )
     code = runs.loc[runs.status == "finished", list(PROVENANCE)].drop_duplicates() if "version" in runs else []
     if len(code) > 1:
         print(f"  note: the finished runs come from {len(code)} code versions (columns {', '.join(PROVENANCE)})")
@@ -124,4 +148,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

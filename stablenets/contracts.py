@@ -10,6 +10,7 @@ adds the per-pair constants of the certificate ``min_j (z_y − z_j)/K_yj``.
 :class:`Evaluation` is what every task's ``evaluate`` returns: its metrics, its robustness curve (when an
 attack ran) and the arrays its figures need.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

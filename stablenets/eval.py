@@ -6,6 +6,7 @@ user config dirs it was composed with, from ``.hydra/hydra.yaml``) plus the new 
 come from ``checkpoints/last.ckpt``.  Results go to ``<run dir>/eval/<time>/``.  A ``hydra.searchpath=[...]``
 among the new overrides replaces the recorded user config dirs (e.g. when they have moved).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,14 @@ def evaluate(run_dir: str | Path, overrides: list[str] = (), output_dir: str | P
     task, dm = objects["task"].to(device), objects["datamodule"]
     evaluation = task.evaluate(dm, cfg)
     write_report(evaluation, out, dm, task.net, title=str(cfg.get("name", "")))
-    results = {"metrics": evaluation.metrics, **evaluation.results(), "overrides": overrides, "device": str(device),
-               "flush_denormal": flush, **provenance()}
+    results = {
+        "metrics": evaluation.metrics,
+        **evaluation.results(),
+        "overrides": overrides,
+        "device": str(device),
+        "flush_denormal": flush,
+        **provenance(),
+    }
     write_json(out / "results.json", results)
     return {**results, "output_dir": str(out), "evaluation": evaluation}
 

@@ -14,6 +14,7 @@ For an ``L``-Lipschitz net, certifying radius ``ε`` at ``x`` needs a logit marg
 * :class:`CertifiedHinge` — ``max(0, √2·L·ε − (z_y − max_{j≠y} z_j))``: a hinge whose margin is the one
   that certifies the target radius ``ε``.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_positive
-
-
 
 
 class CrossEntropy(nn.Module):
@@ -43,11 +42,18 @@ class MultiMargin(nn.Module):
 
 
 class OffsetCrossEntropy(nn.Module):
-    def __init__(self, offset: float | None = None, temperature: float = 0.25, target_radius: float | None = None,
-                 lipschitz: float = 1.0) -> None:
+    def __init__(
+        self,
+        offset: float | None = None,
+        temperature: float = 0.25,
+        target_radius: float | None = None,
+        lipschitz: float = 1.0,
+    ) -> None:
         super().__init__()
         if (offset is None) == (target_radius is None):
-            raise ValueError("set exactly one of offset and target_radius (offset = sqrt(2) * lipschitz * target_radius)")
+            raise ValueError(
+                "set exactly one of offset and target_radius (offset = sqrt(2) * lipschitz * target_radius)"
+            )
         offset = math.sqrt(2) * lipschitz * target_radius if offset is None else offset
         check_positive(offset=offset, temperature=temperature, lipschitz=lipschitz)
         self.offset, self.temperature = float(offset), float(temperature)

@@ -4,6 +4,7 @@
 sharding and collectives need); before the group exists (or without one), :func:`global_rank` falls back
 to what the launcher set (``RANK`` by torchrun and the runner's own DDP launch, ``SLURM_PROCID`` by srun).
 """
+
 from __future__ import annotations
 
 import os

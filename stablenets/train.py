@@ -6,6 +6,7 @@ evaluation (robustness curve, Lipschitz checks, figures) and writes, under the r
 ``checkpoints/last.ckpt`` and the loggers' files.  A run dir that already holds ``results.json`` is
 skipped; one that holds a checkpoint is resumed from it.  Each step lives in :mod:`stablenets.runner`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -54,8 +55,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         metrics, objects["trainer"], resumed_from = fit_and_test(cfg, objects, run, loggers)
         if not run.writer:
             return metrics, objects
-        objects["evaluation"], objects["results"] = evaluate_and_record(cfg, objects, metrics, run, loggers,
-                                                                        resumed_from, flush_denormal=flush)
+        objects["evaluation"], objects["results"] = evaluate_and_record(
+            cfg, objects, metrics, run, loggers, resumed_from, flush_denormal=flush
+        )
     except BaseException as e:
         run.fail(e)
         raise

@@ -1,4 +1,5 @@
 """Shared test problems: small data files, configs and nets. No test copies a generator."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,21 +15,43 @@ import lightning as pl
 import numpy as np
 from omegaconf import DictConfig
 
+from stablenets.api import compose
 from stablenets.models import NonExpansiveNet
 from stablenets.nn import SpectralLinear
-from stablenets.api import compose
 from stablenets.runner.search_path import CONF_DIR
 
 CONF = Path(CONF_DIR)
-GROUP_OPTIONS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in
-                 ("model", "data", "task", "task/loss", "lipschitz", "attack", "trainer", "logger", "callbacks",
-                  "experiment")}
+GROUP_OPTIONS = {
+    g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))
+    for g in (
+        "model",
+        "data",
+        "task",
+        "task/loss",
+        "lipschitz",
+        "attack",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+    )
+}
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet", "certified_conv", "lipconvnet"]
 # a tiny classification run (seconds): a sweep of these tests a launcher, not training
 EPS = [0.0, 0.1, 0.3]
-TINY = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=200", "data.n_val=50",
-        "data.n_test=50", "trainer.max_epochs=2", "attack=pgd_l2", f"attack.eps=[{','.join(map(str, EPS))}]",
-        "attack.n_iter=3", "attack.n_eval=20"]
+TINY = [
+    "model=nonexpansive",
+    "model.depth=1",
+    "model.width=4",
+    "data.n_train=200",
+    "data.n_val=50",
+    "data.n_test=50",
+    "trainer.max_epochs=2",
+    "attack=pgd_l2",
+    f"attack.eps=[{','.join(map(str, EPS))}]",
+    "attack.n_iter=3",
+    "attack.n_eval=20",
+]
 
 
 def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
@@ -38,8 +61,9 @@ def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "stablenets.train", *args]
     if kw.get("background"):
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -63,7 +87,7 @@ def make_idx_dataset(root: Path, n_train: int = 64, n_test: int = 32, seed: int 
         images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
         for i, k in enumerate(labels):
             r, c = 2 + 8 * (k // 3) % 22, 2 + 8 * (k % 3)
-            images[i, r:r + 6, c:c + 6] = 255
+            images[i, r : r + 6, c : c + 6] = 255
         write_idx(root / f"{split}-images-idx3-ubyte", images)
         write_idx(root / f"{split}-labels-idx1-ubyte", labels)
     return root
@@ -125,11 +149,11 @@ def read_wandb_records(path: Path) -> list:
         if left < 7:  # block trailer
             pos += left
             continue
-        _, length, kind = st.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = st.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += left
             continue
-        parts += data[pos + 7: pos + 7 + length]
+        parts += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST
             rec = wandb_internal_pb2.Record()
@@ -159,12 +183,21 @@ def patch_images(n: int = 128, size: int = 12, classes: int = 4, seed: int = 0):
     x = torch.rand(n, 1, size, size, generator=g) * 0.3
     for k in range(classes):
         r, c = 2 * (k // 2), 2 + 4 * (k % 2)
-        x[y == k, :, r:r + 4, c:c + 4] = 1.0
+        x[y == k, :, r : r + 4, c : c + 4] = 1.0
     return x, y
 
 
-def fit(net, x, y, optimizer=None, epochs: int = 1, steps: int = -1, batch_size: int = 32, task: str = "classification",
-        callback=None):
+def fit(
+    net,
+    x,
+    y,
+    optimizer=None,
+    epochs: int = 1,
+    steps: int = -1,
+    batch_size: int = 32,
+    task: str = "classification",
+    callback=None,
+):
     """Train ``net`` with the real task and ``PowerMethodCallback``; returns ``(task, callback)``."""
     import lightning as pl
     import torch
@@ -176,12 +209,20 @@ def fit(net, x, y, optimizer=None, epochs: int = 1, steps: int = -1, batch_size:
     optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=0.05))
     cls = ClassificationTask if task == "classification" else InverseProblemTask
     module = cls(net, optimizer=optimizer)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     callback = callback or PowerMethodCallback(n_iters=1, tol=1e-3, max_iters=20)
-    trainer = pl.Trainer(max_epochs=epochs, max_steps=steps, callbacks=[callback], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        max_steps=steps,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module, loader)
     return module, callback
 

@@ -1,5 +1,6 @@
 """Certificates hold whatever the optimizer, the checkpoint, the dtype or the architecture: every reported
 bound is searched for violations, and a planted wrong bound must be caught."""
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,18 @@ def test_bound_holds_after_any_optimizer(problem, optimizer):
     radius = certified_radius(logits, bound)
     correct = logits.argmax(1) == y
     eps = [float(e) for e in torch.quantile(radius[correct].float(), torch.tensor([0.25, 0.5, 0.75]))]
-    res = pgd_l2(net, x, y, eps, n_iter=50, clip=None if problem == "dense" else (0.0, 1.0), loss="margin",
-                 random_start=True, restarts=2, generator=torch.Generator().manual_seed(0))
+    res = pgd_l2(
+        net,
+        x,
+        y,
+        eps,
+        n_iter=50,
+        clip=None if problem == "dense" else (0.0, 1.0),
+        loss="margin",
+        random_start=True,
+        restarts=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     for i, e in enumerate(eps):
         assert not (res.broken[i] & correct & (radius > e)).any(), f"PGD broke a certificate at eps={e}"
 
@@ -111,23 +122,27 @@ def test_eval_scale_rounds_down_and_bounds_round_up():
         assert applied <= layer.lipschitz_bound()
 
 
-@pytest.mark.parametrize("pool,shape", [
-    (nn.MaxPool2d(3, stride=1), (2, 7, 7)),
-    (nn.MaxPool2d(2), (2, 8, 8)),
-    (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (1, 9, 9)),
-    (nn.AvgPool2d(2), (2, 8, 8)),
-    (nn.AvgPool2d(2, ceil_mode=True), (1, 7, 7)),
-    (nn.AvgPool2d((2, 1)), (1, 6, 6)),
-    (nn.AvgPool2d(3, stride=1, padding=1), (1, 6, 6)),
-    (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (1, 7, 7)),
-    (nn.AdaptiveAvgPool2d(3), (1, 7, 7)),
-])
+@pytest.mark.parametrize(
+    "pool,shape",
+    [
+        (nn.MaxPool2d(3, stride=1), (2, 7, 7)),
+        (nn.MaxPool2d(2), (2, 8, 8)),
+        (nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (1, 9, 9)),
+        (nn.AvgPool2d(2), (2, 8, 8)),
+        (nn.AvgPool2d(2, ceil_mode=True), (1, 7, 7)),
+        (nn.AvgPool2d((2, 1)), (1, 6, 6)),
+        (nn.AvgPool2d(3, stride=1, padding=1), (1, 6, 6)),
+        (nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (1, 7, 7)),
+        (nn.AdaptiveAvgPool2d(3), (1, 7, 7)),
+    ],
+)
 def test_pooling_bounds_are_upper_bounds_and_tight(pool, shape):
     bound = lipschitz_bound(pool, shape)
     x = torch.rand(32, *shape, dtype=torch.float64)
     if isinstance(pool, nn.MaxPool2d):  # non-linear: search the ratio
-        found = empirical_lipschitz(pool, x, n_pairs=128, ascent_steps=200, lr=0.05,
-                                    generator=torch.Generator().manual_seed(0))
+        found = empirical_lipschitz(
+            pool, x, n_pairs=128, ascent_steps=200, lr=0.05, generator=torch.Generator().manual_seed(0)
+        )
         assert found <= bound * TOL
         assert found >= 0.9 * bound  # and the rule is not loose
         return
@@ -159,11 +174,15 @@ def test_unknown_layers_raise(module):
 @pytest.mark.parametrize("L", [0.5, 1.0, 2.0, 8.0])
 @pytest.mark.parametrize("model", ["nonexpansive", "conv_nonexpansive", "certified_conv"])
 def test_prescribed_L_means_L(model, L, tmp_path):
-    size = {"nonexpansive": ["model.depth=2"], "conv_nonexpansive": ["model.channels=[3,4]"],
-            "certified_conv": ["model.channels=[4,16]", "model.hidden=[4,8]", "model.dense=16", "model.head=spectral"]}
+    size = {
+        "nonexpansive": ["model.depth=2"],
+        "conv_nonexpansive": ["model.channels=[3,4]"],
+        "certified_conv": ["model.channels=[4,16]", "model.hidden=[4,8]", "model.dense=16", "model.head=spectral"],
+    }
     cfg = compose_cfg([f"model={model}", "lipschitz=bound", f"lipschitz.L={L}", *size[model]], tmp_path / "run")
     if model != "nonexpansive":  # the model group's config as the runner builds it, on small images
         from hydra.utils import instantiate
+
         net = instantiate(cfg.model, in_shape=(1, 12, 12), out_dim=4, L=L)
         x = torch.rand(32, 1, 12, 12)
     else:
@@ -183,10 +202,24 @@ def test_prescribed_L_means_L(model, L, tmp_path):
 def test_planted_wrong_bound_fails_the_run(tmp_path):
     """A head whose reported norm is halved: the curve's audit attacks certified pairs, finds breaks,
     records them in results.json, and the run fails."""
-    cfg = compose_cfg(["data=swiss_roll", "data.embed_dim=2", "model=nonexpansive", "model._target_=problems.HalvedHeadNet",
-                       "lipschitz=bound", "lipschitz.L=1", "trainer.max_epochs=15",
-                       "attack=pgd_l2", "attack.eps=[0,0.02,0.05,0.1,0.2]", "attack.n_iter=30", "attack.n_eval=300",
-                       "attack.audit=200", "logger=none"], tmp_path)
+    cfg = compose_cfg(
+        [
+            "data=swiss_roll",
+            "data.embed_dim=2",
+            "model=nonexpansive",
+            "model._target_=problems.HalvedHeadNet",
+            "lipschitz=bound",
+            "lipschitz.L=1",
+            "trainer.max_epochs=15",
+            "attack=pgd_l2",
+            "attack.eps=[0,0.02,0.05,0.1,0.2]",
+            "attack.n_iter=30",
+            "attack.n_eval=300",
+            "attack.audit=200",
+            "logger=none",
+        ],
+        tmp_path,
+    )
     with pytest.raises(CertificateError, match="certificate audit broke"):
         train(cfg)
     res = json.loads((tmp_path / "results.json").read_text())

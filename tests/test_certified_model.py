@@ -1,5 +1,6 @@
 """CertifiedConvNet: 1-Lipschitz by construction, searched; its parts' norms on their real operators; the
 per-pair certificate is sound and never below the sqrt(2) one."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,10 +50,13 @@ def test_searched_ratio_below_the_bound_and_the_body_is_one_lipschitz(trained):
         bound = model.lipschitz_bound()
         if head == "spectral":
             assert bound <= 1.0 + 1e-9  # the whole net
-        ratio = empirical_lipschitz(model, x[:48], n_pairs=96, ascent_steps=60, generator=torch.Generator().manual_seed(0))
+        ratio = empirical_lipschitz(
+            model, x[:48], n_pairs=96, ascent_steps=60, generator=torch.Generator().manual_seed(0)
+        )
         assert ratio <= bound * TOL
-        body = empirical_lipschitz(model.body, x[:48], n_pairs=96, ascent_steps=60,
-                                   generator=torch.Generator().manual_seed(1))
+        body = empirical_lipschitz(
+            model.body, x[:48], n_pairs=96, ascent_steps=60, generator=torch.Generator().manual_seed(1)
+        )
         assert 0.3 < body <= TOL  # 1-Lipschitz, and not vacuously so
 
 
@@ -94,8 +98,17 @@ def test_pairwise_certificate_is_sound_and_never_below_sqrt2(trained):
     correct = logits.argmax(1) == y
     assert correct.float().mean() > 0.8
     eps = [float(e) for e in torch.quantile(pairwise[correct].float(), torch.tensor([0.2, 0.5, 0.8]))]
-    res = pgd_l2(net, x, y, eps, n_iter=60, loss="margin", random_start=True, restarts=2,
-                 generator=torch.Generator().manual_seed(0))
+    res = pgd_l2(
+        net,
+        x,
+        y,
+        eps,
+        n_iter=60,
+        loss="margin",
+        random_start=True,
+        restarts=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     for i, e in enumerate(eps):
         assert not (res.broken[i] & correct & (pairwise > e)).any(), f"PGD broke a per-pair certificate at {e}"
     # direct search: the closest point found along the worst logit difference's gradient from each image

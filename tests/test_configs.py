@@ -1,4 +1,5 @@
 """Every option of every config group composes; every (model, data) pair builds and runs one batch."""
+
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,8 @@ import json
 
 import pytest
 import torch
-from hydra.utils import instantiate
-
 import yaml
+from hydra.utils import instantiate
 
 from problems import CONF, CONV_MODELS, GROUP_OPTIONS, compose_cfg, make_cifar_dataset, make_idx_dataset
 from stablenets.runner.config import build_objects
@@ -37,7 +37,15 @@ def test_every_option_composes_and_its_keys_are_used(group, option, tmp_path):
     node's target (a misspelt or stale key would otherwise be ignored or fail deep inside a run)."""
     extra = ["lipschitz.L=2.0"] if (group, option) == ("lipschitz", "bound") else []
     cfg = compose_cfg([f"{group}={option}", *extra], tmp_path)
-    nodes = [cfg.model, cfg.data, cfg.task, cfg.task.optimizer, cfg.trainer, *cfg.logger.values(), *cfg.callbacks.values()]
+    nodes = [
+        cfg.model,
+        cfg.data,
+        cfg.task,
+        cfg.task.optimizer,
+        cfg.trainer,
+        *cfg.logger.values(),
+        *cfg.callbacks.values(),
+    ]
     nodes += [cfg.task[k] for k in ("scheduler", "loss") if cfg.task.get(k)]
     for node in nodes:
         module, _, name = node._target_.rpartition(".")
@@ -132,10 +140,13 @@ def test_experiment_presets_build(option, tmp_path):
     """Each preset builds its model on its data, and the model maps a batch to the data's output size."""
     cfg = compose_cfg([f"experiment={option}"], tmp_path)
     if cfg.data._target_.endswith("ImageDataModule"):
-        files = (make_cifar_dataset(tmp_path / "cifar") if cfg.data.name == "cifar10"
-                 else make_idx_dataset(tmp_path / "idx"))
-        cfg = compose_cfg([f"experiment={option}", f"data.data_dir={files}",
-                           "data.n_train=32", "data.n_val=8", "data.n_test=16"], tmp_path)
+        files = (
+            make_cifar_dataset(tmp_path / "cifar") if cfg.data.name == "cifar10" else make_idx_dataset(tmp_path / "idx")
+        )
+        cfg = compose_cfg(
+            [f"experiment={option}", f"data.data_dir={files}", "data.n_train=32", "data.n_val=8", "data.n_test=16"],
+            tmp_path,
+        )
     assert cfg.name == option  # each preset names its runs
     objects = build_objects(cfg)
     dm, net = objects["datamodule"], objects["net"]

@@ -4,6 +4,7 @@ and the damaged file left as it was; ``stablenets-collect`` lists a damaged run 
 The cases run through the real entry points (``stablenets-train`` with Hydra, ``stablenets-eval``,
 ``stablenets-export``, ``stablenets-collect``) in one Python process, on copies of one finished run.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -89,16 +90,28 @@ def outcomes(tmp_path_factory):
     d = copy("ckpt_garbage")
     _garble(d / "checkpoints" / "last.ckpt")
     (d / "results.json").unlink()  # unfinished: the train command resumes from the (damaged) checkpoint
-    cases["train resume: corrupt checkpoint"] = ("stablenets.train", [f"hydra.run.dir={d}", "trainer.max_epochs=2"],
-                                                 d / "checkpoints" / "last.ckpt", ["is damaged", "Delete it"])
+    cases["train resume: corrupt checkpoint"] = (
+        "stablenets.train",
+        [f"hydra.run.dir={d}", "trainer.max_epochs=2"],
+        d / "checkpoints" / "last.ckpt",
+        ["is damaged", "Delete it"],
+    )
     d = copy("export_truncated")
     _truncate(d / "checkpoints" / "last.ckpt", 0.9)
-    cases["export: truncated checkpoint"] = ("stablenets.runner.export", [str(d)], d / "checkpoints" / "last.ckpt",
-                                             ["is damaged"])
+    cases["export: truncated checkpoint"] = (
+        "stablenets.runner.export",
+        [str(d)],
+        d / "checkpoints" / "last.ckpt",
+        ["is damaged"],
+    )
     d = copy("overrides_damaged")
     (d / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=2\n- [unclosed\n")
-    cases["eval: damaged overrides.yaml"] = ("stablenets.eval", [str(d)], d / ".hydra" / "overrides.yaml",
-                                             ["is damaged", "not valid YAML"])
+    cases["eval: damaged overrides.yaml"] = (
+        "stablenets.eval",
+        [str(d)],
+        d / ".hydra" / "overrides.yaml",
+        ["is damaged", "not valid YAML"],
+    )
     d = copy("hydra_damaged")
     (d / ".hydra" / "hydra.yaml").write_text("hydra: {runtime: [1, 2\n")
     cases["eval: damaged hydra.yaml"] = ("stablenets.eval", [str(d)], d / ".hydra" / "hydra.yaml", ["is damaged"])
@@ -107,42 +120,81 @@ def outcomes(tmp_path_factory):
     cases["eval: damaged config.yaml"] = ("stablenets.eval", [str(d)], d / "config.yaml", ["is damaged", "list"])
     d = copy("results_damaged")
     _truncate(d / "results.json")
-    cases["train: damaged results.json"] = ("stablenets.train", [f"hydra.run.dir={d}", "trainer.max_epochs=2"],
-                                            d / "results.json", ["is damaged", "not valid JSON"])
+    cases["train: damaged results.json"] = (
+        "stablenets.train",
+        [f"hydra.run.dir={d}", "trainer.max_epochs=2"],
+        d / "results.json",
+        ["is damaged", "not valid JSON"],
+    )
     # truncated or corrupt IDX files (a .gz cut short, a plain file cut short, a garbled header)
     for name, damage, needle in [
         ("idx_gz_truncated", lambda d: _truncate(d / "train-images-idx3-ubyte.gz"), "train-images-idx3-ubyte.gz"),
         ("idx_truncated", _plain_truncated_labels, "t10k-labels-idx1-ubyte is truncated"),
-        ("idx_header", lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00")),
-         "not an IDX file"),
+        (
+            "idx_header",
+            lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00")),
+            "not an IDX file",
+        ),
     ]:
         data = _idx_dir(root / name, damage)
-        cases[f"train: {name}"] = ("stablenets.train", [f"hydra.run.dir={root / name / 'run'}", "data=fashion_mnist",
-                                                        "model=conv_resnet", f"data.data_dir={data}", *SMALL], None,
-                                   [needle, "replace it"])
+        cases[f"train: {name}"] = (
+            "stablenets.train",
+            [
+                f"hydra.run.dir={root / name / 'run'}",
+                "data=fashion_mnist",
+                "model=conv_resnet",
+                f"data.data_dir={data}",
+                *SMALL,
+            ],
+            None,
+            [needle, "replace it"],
+        )
     # more images than the files hold: refused, naming the key and both counts (never a silent clamp)
     data = _idx_dir(root / "counts", lambda d: None)
-    for key, needles in [("data.n_train=100", ["data.n_train=100", "holds: 64", "data.n_val=8", "at most 56",
-                                               "data.n_train=null"]),
-                         ("data.n_test=40", ["data.n_test=40", "holds: 32", "data.n_test=null"]),
-                         ("data.n_val=64", ["data.n_val=64 leaves no training images", "64 training images"])]:
-        cases[f"train: {key}"] = ("stablenets.train", [f"hydra.run.dir={root / 'counts' / key.replace('=', '_')}", "data=fashion_mnist",
-                                                       "model=conv_resnet", f"data.data_dir={data}", *SMALL, key],
-                                  None, needles)
+    for key, needles in [
+        ("data.n_train=100", ["data.n_train=100", "holds: 64", "data.n_val=8", "at most 56", "data.n_train=null"]),
+        ("data.n_test=40", ["data.n_test=40", "holds: 32", "data.n_test=null"]),
+        ("data.n_val=64", ["data.n_val=64 leaves no training images", "64 training images"]),
+    ]:
+        cases[f"train: {key}"] = (
+            "stablenets.train",
+            [
+                f"hydra.run.dir={root / 'counts' / key.replace('=', '_')}",
+                "data=fashion_mnist",
+                "model=conv_resnet",
+                f"data.data_dir={data}",
+                *SMALL,
+                key,
+            ],
+            None,
+            needles,
+        )
     before = {k: c[2].read_bytes() for k, c in cases.items() if c[2] is not None}
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     todo = [(c[0], c[1]) for c in cases.values()] + [("stablenets.collect", [str(root / "sweep")])]
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(todo)], cwd=root, capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(todo)], cwd=root, capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     return root, cases, before, dict(zip(cases, results)), results[-1]
 
 
-CASE_NAMES = ["eval: truncated checkpoint", "train resume: corrupt checkpoint", "export: truncated checkpoint",
-              "eval: damaged overrides.yaml", "eval: damaged hydra.yaml", "eval: damaged config.yaml",
-              "train: damaged results.json", "train: idx_gz_truncated", "train: idx_truncated", "train: idx_header",
-              "train: data.n_train=100", "train: data.n_test=40", "train: data.n_val=64"]
+CASE_NAMES = [
+    "eval: truncated checkpoint",
+    "train resume: corrupt checkpoint",
+    "export: truncated checkpoint",
+    "eval: damaged overrides.yaml",
+    "eval: damaged hydra.yaml",
+    "eval: damaged config.yaml",
+    "train: damaged results.json",
+    "train: idx_gz_truncated",
+    "train: idx_truncated",
+    "train: idx_header",
+    "train: data.n_train=100",
+    "train: data.n_test=40",
+    "train: data.n_val=64",
+]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -157,7 +209,9 @@ def test_damaged_file_is_a_clear_error_and_left_as_it_was(outcomes, name):
         assert needle in output, output
     if damaged is not None:
         assert damaged.read_bytes() == before[name]  # nothing already written is changed
-        assert not list(damaged.parents[1 if damaged.parent.name in ("checkpoints", ".hydra") else 0].glob("eval/*/results.json"))
+        assert not list(
+            damaged.parents[1 if damaged.parent.name in ("checkpoints", ".hydra") else 0].glob("eval/*/results.json")
+        )
 
 
 def test_collect_lists_the_damaged_runs(outcomes):

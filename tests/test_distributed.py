@@ -1,5 +1,6 @@
 """The GPU and cluster path, on the CPU: DDP with 2 processes (gloo) from the command line, the in-memory
 batch path, evaluation on the module's device."""
+
 from __future__ import annotations
 
 import json
@@ -18,16 +19,35 @@ from stablenets.data import TensorBatches, epoch_order
 from stablenets.eval import load_run
 from stablenets.robustness import empirical_lipschitz
 
-DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "model=nonexpansive", "model.depth=2",
-       "model.width=8", "data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=3",
-       "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=5", "attack.n_eval=200",
-       "logger=csv"]
+DDP = [
+    "trainer=ddp",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
+    "model=nonexpansive",
+    "model.depth=2",
+    "model.width=8",
+    "data.n_train=400",
+    "data.n_val=100",
+    "data.n_test=200",
+    "trainer.max_epochs=3",
+    "attack=pgd_l2",
+    "attack.eps=[0,0.1]",
+    "attack.n_iter=5",
+    "attack.n_eval=200",
+    "logger=csv",
+]
 
 
 def _cli(tmp_path, *args):
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "stablenets.train", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stablenets.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -62,7 +82,9 @@ class _EpochOrder(Sampler[int]):
         self.n, self.seed, self.epoch = n, seed, epoch
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist())
+        return iter(
+            torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -77,7 +99,9 @@ def test_tensor_batches_equal_the_loader_path(epoch):
     assert len(fast) == len(ref) == 7
     for (xa, ya), (xb, yb) in zip(fast, ref):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    assert torch.equal(epoch_order(103, 4, epoch), torch.randperm(103, generator=torch.Generator().manual_seed(4 * 100_003 + epoch)))
+    assert torch.equal(
+        epoch_order(103, 4, epoch), torch.randperm(103, generator=torch.Generator().manual_seed(4 * 100_003 + epoch))
+    )
     evaluation = list(TensorBatches(ds, 50, shuffle=False))
     assert torch.equal(torch.cat([b[0] for b in evaluation]), ds.tensors[0])  # in order, every sample once
 
@@ -88,9 +112,21 @@ def test_evaluation_runs_where_the_module_is(tmp_path):
     from problems import compose_cfg
     from stablenets.train import train
 
-    cfg = compose_cfg(["model=nonexpansive", "model.depth=1", "data.n_train=200", "trainer.max_epochs=1",
-                       "attack=pgd_l2", "attack.eps=[0,0.1]", "attack.n_iter=3",
-                       "attack.random_start=true", "attack.n_eval=50", "logger=none"], tmp_path)
+    cfg = compose_cfg(
+        [
+            "model=nonexpansive",
+            "model.depth=1",
+            "data.n_train=200",
+            "trainer.max_epochs=1",
+            "attack=pgd_l2",
+            "attack.eps=[0,0.1]",
+            "attack.n_iter=3",
+            "attack.random_start=true",
+            "attack.n_eval=50",
+            "logger=none",
+        ],
+        tmp_path,
+    )
     metrics, objects = train(cfg)
     assert objects["task"].device == objects["trainer"].strategy.root_device == torch.device("cpu")
     assert "test/robust_acc/eps_0.1" in metrics
@@ -117,8 +153,14 @@ def test_ddp_run_killed_resumes_to_the_same_result(tmp_path):
     _cli(tmp_path, "-m", *args, f"hydra.sweep.dir={ref}")
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "stablenets.train", "-m", *args, f"hydra.sweep.dir={sweep}"]
-    rank0 = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    rank0 = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "offline"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not list(sweep.glob("*/checkpoints/last.ckpt")) and time.time() < deadline and rank0.poll() is None:
         time.sleep(0.05)
@@ -146,14 +188,21 @@ def test_ddp_run_killed_resumes_to_the_same_result(tmp_path):
 def test_extra_rank_exits_when_its_launcher_dies(tmp_path):
     """The watch in every extra rank: with NCCL a dead rank 0 is not noticed by a collective until its
     30-minute time-out; the rank must end by itself (gloo, above, notices a closed socket anyway)."""
-    child = ("import time, sys; from stablenets.runner.rank_worker import _exit_with_parent; "
-             "_exit_with_parent(0.1); print('ready', flush=True); time.sleep(60)")
-    parent = ("import subprocess, sys, time; "
-              f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=open({str(tmp_path / 'out')!r}, 'w')); "
-              f"open({str(tmp_path / 'pid')!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    child = (
+        "import time, sys; from stablenets.runner.rank_worker import _exit_with_parent; "
+        "_exit_with_parent(0.1); print('ready', flush=True); time.sleep(60)"
+    )
+    parent = (
+        "import subprocess, sys, time; "
+        f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=open({str(tmp_path / 'out')!r}, 'w')); "
+        f"open({str(tmp_path / 'pid')!r}, 'w').write(str(c.pid)); time.sleep(60)"
+    )
     launcher = subprocess.Popen([sys.executable, "-c", parent])
     deadline = time.time() + 60
-    while "ready" not in ((tmp_path / "out").read_text() if (tmp_path / "out").exists() else "") and time.time() < deadline:
+    while (
+        "ready" not in ((tmp_path / "out").read_text() if (tmp_path / "out").exists() else "")
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     assert "ready" in (tmp_path / "out").read_text(), "the rank did not start its watch"
     pid = int((tmp_path / "pid").read_text())

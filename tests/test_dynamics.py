@@ -1,4 +1,5 @@
 """Sections 2 and 5: integrators on the oscillator; Lyapunov (eq. 29) and contracting (eq. 30) fields."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,14 @@ import torch
 from torchdiffeq import odeint
 
 from problems import compose_cfg
-from stablenets.systems.integrators import (energy, euler_energy_closed_form, explicit_euler,
-                                             symplectic_energy_bounds, symplectic_euler)
 from stablenets.models import ContractingField, LyapunovStableField
+from stablenets.systems.integrators import (
+    energy,
+    euler_energy_closed_form,
+    explicit_euler,
+    symplectic_energy_bounds,
+    symplectic_euler,
+)
 from stablenets.train import train
 
 

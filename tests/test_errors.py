@@ -4,6 +4,7 @@ nothing written outside the run dir.
 Every case goes through the real command-line entry point (``stablenets.train.main``, Hydra included) with
 its own ``sys.argv``; the cases share one Python process so that the suite pays the start-up once.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,14 @@ CASES = [
     (["attack=pgd_l2", "attack.eps=[0,-0.1]"], ["attack.eps[1] must be >= 0", "-0.1"]),
     (["attack=pgd_l2", "attack.n_iter=0"], ["attack.n_iter must be an integer >= 1", "0"]),
     (["model=conv_nonexpansive", "model.hidden_mult=0"], ["hidden_mult must be an integer >= 1"]),
-    (["data=fashion_mnist", "model=conv_resnet", "data.data_dir=/nonexistent", "data.search_system=false"],
-     ["fashion_mnist", "data.data_dir", "/usr/share/datasets/fashion-mnist", "data.download=true"]),
-    (["data=fashion_mnist", "model=conv_resnet", "data.data_dir=/a/path/that/does/not/exist"],
-     ["data.data_dir=/a/path/that/does/not/exist does not exist", "data.download=true"]),
+    (
+        ["data=fashion_mnist", "model=conv_resnet", "data.data_dir=/nonexistent", "data.search_system=false"],
+        ["fashion_mnist", "data.data_dir", "/usr/share/datasets/fashion-mnist", "data.download=true"],
+    ),
+    (
+        ["data=fashion_mnist", "model=conv_resnet", "data.data_dir=/a/path/that/does/not/exist"],
+        ["data.data_dir=/a/path/that/does/not/exist does not exist", "data.download=true"],
+    ),
     (["data=fashion_mnist", "model=conv_resnet", "data.n_train=0"], ["data.n_train must be an integer >= 1", "null"]),
     (["data=fashion_mnist", "model=conv_resnet", "data.n_test=-5"], ["data.n_test must be an integer >= 1", "-5"]),
     (["task.optimizer.lr=-1"], ["task.optimizer", "Invalid learning rate: -1"]),
@@ -77,8 +82,14 @@ def outcomes(tmp_path_factory):
     for run, _ in cases:
         Path(run).parent.mkdir()
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases)], cwd=root, capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(cases)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, json.loads(proc.stdout.strip().splitlines()[-1])
 

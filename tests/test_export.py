@@ -1,5 +1,6 @@
 """``stablenets-export``: the exported program and ONNX file compute the run's logits, carry its certificate, and
 the bound in their metadata is still an upper bound of the exported function (searched, not trusted)."""
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,36 @@ pytestmark = pytest.mark.xdist_group("test_export")
 
 RUNS = {
     # dense gradient-flow blocks with several eval-mode sub-steps (T=4), a prescribed L, the sqrt2 certificate
-    "dense": ["model=nonexpansive", "model.depth=2", "model.width=8", "model.T=4", "lipschitz=bound", "lipschitz.L=2",
-              "trainer.max_epochs=3", "data.n_test=200", "attack=pgd_l2", "attack.eps=[0,0.1,0.3]", "attack.n_iter=10",
-              "attack.n_eval=200"],
+    "dense": [
+        "model=nonexpansive",
+        "model.depth=2",
+        "model.width=8",
+        "model.T=4",
+        "lipschitz=bound",
+        "lipschitz.L=2",
+        "trainer.max_epochs=3",
+        "data.n_test=200",
+        "attack=pgd_l2",
+        "attack.eps=[0,0.1,0.3]",
+        "attack.n_iter=10",
+        "attack.n_eval=200",
+    ],
     # convolutional blocks, pixel unshuffle, MaxMin, unit-row head: per-pair certificates; 8 steps (~37% accuracy:
     # the adversarial search needs correctly classified points)
-    "certified": ["experiment=fmnist_certified", "model.channels=[8,16]", "model.blocks=[1,1]", "model.hidden=[8,16]",
-                  "model.project_channels=8", "model.dense=16", "data.n_train=512", "data.n_test=64",
-                  "trainer.max_epochs=2", "attack.n_eval=64", "attack.n_iter=5", "attack.eps=[0,0.05,0.1]"],
+    "certified": [
+        "experiment=fmnist_certified",
+        "model.channels=[8,16]",
+        "model.blocks=[1,1]",
+        "model.hidden=[8,16]",
+        "model.project_channels=8",
+        "model.dense=16",
+        "data.n_train=512",
+        "data.n_test=64",
+        "trainer.max_epochs=2",
+        "attack.n_eval=64",
+        "attack.n_iter=5",
+        "attack.eps=[0,0.05,0.1]",
+    ],
 }
 
 
@@ -83,8 +106,14 @@ def test_exported_files_load_and_run_without_the_package(exported, tmp_path):
         logits = objects["net"].eval()(x)
     torch.save({"x": x, "logits": logits}, tmp_path / "data.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", LOADER, str(run / "export"), str(tmp_path / "data.pt")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, str(run / "export"), str(tmp_path / "data.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not out["stablenets_loaded"]
@@ -102,7 +131,7 @@ def _pgd_within(net, x, y, radius, steps=60):
     """Margin-loss PGD on each point's own L2 ball of radius ``radius`` (no box: the certificate holds on R^d)."""
     delta = torch.zeros_like(x, requires_grad=True)
     r = radius.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)
-    for k in range(steps):
+    for _ in range(steps):
         z = net(x + delta)
         other = z.clone()
         other[torch.arange(len(y)), y] = -torch.inf
@@ -168,10 +197,20 @@ def test_export_cli_errors_are_one_paragraph(tmp_path, capsys):
 
 
 # every model config: (input shape, output size, extra constructor arguments)
-MODELS = {"nonexpansive": ((2,), 2, {"L": 2.0}), "conv_nonexpansive": ((1, 28, 28), 10, {}),
-          "certified_conv": ((1, 28, 28), 10, {}), "conv_resnet": ((1, 28, 28), 10, {}), "hnn": ((2,), 2, {}),
-          "hnn_euler": ((2,), 2, {}), "mlp": ((2,), 2, {}), "resnet": ((2,), 2, {}), "invnet": ((4,), 4, {"L": 1.0}),
-          "contracting": ((2,), 2, {}), "lyapunov": ((2,), 2, {}), "vector_field_mlp": ((2,), 2, {})}
+MODELS = {
+    "nonexpansive": ((2,), 2, {"L": 2.0}),
+    "conv_nonexpansive": ((1, 28, 28), 10, {}),
+    "certified_conv": ((1, 28, 28), 10, {}),
+    "conv_resnet": ((1, 28, 28), 10, {}),
+    "hnn": ((2,), 2, {}),
+    "hnn_euler": ((2,), 2, {}),
+    "mlp": ((2,), 2, {}),
+    "resnet": ((2,), 2, {}),
+    "invnet": ((4,), 4, {"L": 1.0}),
+    "contracting": ((2,), 2, {}),
+    "lyapunov": ((2,), 2, {}),
+    "vector_field_mlp": ((2,), 2, {}),
+}
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
@@ -196,7 +235,9 @@ def test_freeze_computes_the_eval_forward_of_every_model(model):
     from stablenets.nn.gradient_flow import GradientFlowBlock
     from stablenets.nn.spectral import SpectralOperator
 
-    assert not [m for m in frozen.modules() if isinstance(m, (SpectralOperator, GradientFlowBlock, RowNormalizedLinear))]
+    assert not [
+        m for m in frozen.modules() if isinstance(m, (SpectralOperator, GradientFlowBlock, RowNormalizedLinear))
+    ]
     with torch.no_grad():
         ref = net(x)
         assert torch.equal(frozen(x), ref)

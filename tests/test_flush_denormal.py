@@ -1,5 +1,6 @@
 """Flushing subnormals to zero (``flush_denormal``): it reaches every thread the run computes on, the run
 records it, and certified norms bound the layers' maps whether the flag is on or off."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from problems import compose_cfg
 
-from stablenets.runner.errors import ConfigError
+from problems import compose_cfg
 from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
 from stablenets.nn.power import conv_norm_bound, dense_norm_bound, flush_slack
 from stablenets.robustness import empirical_lipschitz
+from stablenets.runner.errors import ConfigError
 from stablenets.runner.numerics import flush_denormals, flushing
 from stablenets.train import train
 
 TINY = torch.finfo(torch.float32).tiny  # 2^-126: the smallest normal float32
-HALF = 2.0 ** 63  # inputs times HALF, outputs times HALF: a layer of norm ~TINY seen at norm ~1 (no overflow)
+HALF = 2.0**63  # inputs times HALF, outputs times HALF: a layer of norm ~TINY seen at norm ~1 (no overflow)
 TOL = 1 + 1e-4
 
 _THREADS = """
@@ -50,8 +51,9 @@ def test_the_flag_reaches_the_threads_started_after_it_and_says_when_not(when, r
     Turning it off again reaches only the calling thread, and says so."""
     if not torch.set_flush_denormal(False):
         pytest.fail("this CPU has no flush-to-zero mode (x86 with SSE3 has)")
-    proc = subprocess.run([sys.executable, "-c", _THREADS, when], capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _THREADS, when], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if when == "early":
@@ -93,8 +95,7 @@ def test_a_bound_computed_in_either_mode_bounds_the_map_in_either_mode(kind):
     code = f"import test_flush_denormal as t; t.either_mode({kind!r})"
     here = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "checked" in proc.stdout
 
@@ -113,8 +114,16 @@ def either_mode(kind: str) -> None:
         bounds[on] = float(layer.lipschitz_bound())
         assert bounds[on] == float(norm(layer.weight))
         x = torch.randn(24, *((12,) if kind == "dense" else layer.in_shape), generator=g)
-        ratios[on] = empirical_lipschitz(lambda v: layer(v * HALF).double() * HALF, x, n_pairs=64, ascent_steps=30,
-                                         generator=torch.Generator().manual_seed(1)) / HALF ** 2
+        ratios[on] = (
+            empirical_lipschitz(
+                lambda v: layer(v * HALF).double() * HALF,
+                x,
+                n_pairs=64,
+                ascent_steps=30,
+                generator=torch.Generator().manual_seed(1),
+            )
+            / HALF**2
+        )
         assert ratios[on] >= 0.9 * (bounds[on] - slack)  # the search finds the norm of the map it runs
     assert ratios[False] > 1.2 * ratios[True], ratios  # flushing really changed the map
     assert ratios[False] > bounds[True] - slack  # the slack is needed
@@ -132,8 +141,8 @@ def test_a_normalised_layer_with_dead_units_is_certified_under_flush(restore_flu
     g = torch.Generator().manual_seed(0)
     op = SpectralConv2d((8, 6, 6), 8, max_norm=1.0, exact=True)
     with torch.no_grad():
-        op.weight[:5] *= 2.0 ** -135  # five of eight rows subnormal
-        op.bias[:5] = 2.0 ** -140
+        op.weight[:5] *= 2.0**-135  # five of eight rows subnormal
+        op.bias[:5] = 2.0**-140
     block = GradientFlowBlock(op, T=1.98, margin=0.01).eval()
     w, bound = op.eval_weight()
     assert bound == 1.0 and op.lipschitz_bound() == 1.0 and block.lipschitz_bound() == 1.0

@@ -1,5 +1,6 @@
 """The accelerator path on a real GPU: ``pytest -m gpu`` on a machine with CUDA (``scripts/gpu_check.sh``).
 Deselected from the default run by the ``gpu`` marker; on a machine without CUDA they are skipped."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,18 @@ from stablenets.robustness import empirical_lipschitz, pgd_l2
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-RUN = ["experiment=fmnist_nonexpansive", "trainer=gpu", "data.n_train=512", "data.n_val=64", "data.n_test=128",
-       "trainer.max_epochs=2", "attack.n_iter=10", "attack.n_eval=128", "attack.random_start=true", "logger=csv"]
+RUN = [
+    "experiment=fmnist_nonexpansive",
+    "trainer=gpu",
+    "data.n_train=512",
+    "data.n_val=64",
+    "data.n_test=128",
+    "trainer.max_epochs=2",
+    "attack.n_iter=10",
+    "attack.n_eval=128",
+    "attack.random_start=true",
+    "logger=csv",
+]
 
 
 def _data(tmp_path):
@@ -44,8 +55,12 @@ def test_eval_cli_uses_the_gpu(tmp_path):
     from stablenets.train import train
 
     train(compose_cfg([*RUN, *_data(tmp_path)], tmp_path / "run"))
-    proc = subprocess.run([sys.executable, "-m", "stablenets.eval", str(tmp_path / "run"), "trainer.accelerator=gpu",
-                           "attack.n_iter=5"], capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "stablenets.eval", str(tmp_path / "run"), "trainer.accelerator=gpu", "attack.n_iter=5"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (res,) = list((tmp_path / "run" / "eval").glob("*/results.json"))
     assert json.loads(res.read_text())["device"].startswith("cuda")
@@ -55,7 +70,9 @@ def test_random_draws_happen_on_the_tensors_device():
     torch.manual_seed(0)
     net = ConvNonExpansiveNet((1, 12, 12), 4, channels=(4,), blocks=1).cuda().eval()
     x, y = (t.cuda() for t in patch_images(32, 12, 4))
-    res = pgd_l2(net, x, y, [0.0, 0.5], n_iter=5, random_start=True, restarts=2, generator=torch.Generator().manual_seed(0))
+    res = pgd_l2(
+        net, x, y, [0.0, 0.5], n_iter=5, random_start=True, restarts=2, generator=torch.Generator().manual_seed(0)
+    )
     assert res.broken.device.type == "cuda"
     assert empirical_lipschitz(net, x, n_pairs=16, ascent_steps=5, generator=torch.Generator().manual_seed(0)) > 0
 

@@ -1,5 +1,6 @@
 """Section 4: the symplectic Euler step (eq. 28) preserves J (eq. 23); explicit Euler (eq. 26) does not;
 a stack of symplectic layers has Jacobian norm >= 1 (eq. 22)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Section 6.1: Tikhonov closed form, its Lipschitz constant (eq. 34), and InvNet's bound."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,18 +20,20 @@ A = forward_operator(0.25).double()
 def test_tikhonov_is_the_minimiser(tau):
     y = torch.randn(5, 2, dtype=torch.float64)
     x_hat = reconstruct(A, y, tau).requires_grad_(True)
-    objective = ((x_hat @ A.T - y) ** 2).sum() + tau * (x_hat ** 2).sum()
-    grad, = torch.autograd.grad(objective, x_hat)
+    objective = ((x_hat @ A.T - y) ** 2).sum() + tau * (x_hat**2).sum()
+    (grad,) = torch.autograd.grad(objective, x_hat)
     assert grad.abs().max() < 1e-10
     # and it is a minimum: any perturbation increases the (strictly convex) objective
     with torch.no_grad():
         bumped = x_hat + 1e-3 * torch.randn_like(x_hat)
-        assert ((bumped @ A.T - y) ** 2).sum() + tau * (bumped ** 2).sum() > objective
+        assert ((bumped @ A.T - y) ** 2).sum() + tau * (bumped**2).sum() > objective
 
 
 @pytest.mark.parametrize("tau", [1e-4, 0.05, 0.5, 5.0])
 def test_lipschitz_of_tau_is_the_operator_norm(tau):
-    assert torch.isclose(lipschitz_of_tau(A, tau), torch.linalg.matrix_norm(reconstruction_matrix(A, tau), 2), rtol=1e-10)
+    assert torch.isclose(
+        lipschitz_of_tau(A, tau), torch.linalg.matrix_norm(reconstruction_matrix(A, tau), 2), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("L", [0.1, 0.5, 2.0, 3.9])

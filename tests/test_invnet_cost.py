@@ -1,5 +1,6 @@
 """The inverse-problem study's cost: the sub-step budget of a forward (eq. 19), its cap, and the fixed-cost
 Lipschitz search of the evaluation."""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,9 @@ from problems import compose_cfg
 from stablenets.callbacks import PowerMethodCallback
 from stablenets.models import InvNet
 from stablenets.nn.gradient_flow import substep_budget, substep_cap
-from stablenets.runner.progress import ProgressLines
 from stablenets.robustness import empirical_lipschitz
 from stablenets.robustness.lipschitz import search_passes
+from stablenets.runner.progress import ProgressLines
 from stablenets.tasks.inverse import LIPSCHITZ_SEARCH
 from stablenets.train import train
 
@@ -56,8 +57,9 @@ def test_norm_cap_bounds_the_substeps_in_training_and_eval():
 
 def test_progress_line_reports_the_substep_sum(capsys):
     net = _inflated(3.0)
-    trainer = SimpleNamespace(callback_metrics={}, max_epochs=1, current_epoch=0, num_training_batches=1,
-                              global_step=7, is_global_zero=True)
+    trainer = SimpleNamespace(
+        callback_metrics={}, max_epochs=1, current_epoch=0, num_training_batches=1, global_step=7, is_global_zero=True
+    )
     ProgressLines()._line(trainer, net.train(), final=True)
     n = [b.n_steps for b in net.layers]
     assert f"sub-steps {'+'.join(map(str, n))}={sum(n)}" in capsys.readouterr().out
@@ -72,12 +74,14 @@ class _Counted:
         return self.f(x)
 
 
-@pytest.mark.parametrize("scales,jacobian_iters,ascent_steps", [((1e-3, 0.1, 1.0), 10, 100), ((0.5,), 3, 7),
-                                                               ((0.1, 1.0), 0, 0)])
+@pytest.mark.parametrize(
+    "scales,jacobian_iters,ascent_steps", [((1e-3, 0.1, 1.0), 10, 100), ((0.5,), 3, 7), ((0.1, 1.0), 0, 0)]
+)
 def test_lipschitz_search_makes_the_stated_number_of_calls(scales, jacobian_iters, ascent_steps):
     f = _Counted(torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)))
-    empirical_lipschitz(f, torch.randn(40, 2), n_pairs=32, scales=scales, jacobian_iters=jacobian_iters,
-                        ascent_steps=ascent_steps)
+    empirical_lipschitz(
+        f, torch.randn(40, 2), n_pairs=32, scales=scales, jacobian_iters=jacobian_iters, ascent_steps=ascent_steps
+    )
     assert f.calls == search_passes(len(scales), jacobian_iters, ascent_steps)
     assert search_passes(3, 10, 100) == 122  # the evaluation's search (tasks/inverse.py), stated in the docs
 
@@ -99,10 +103,15 @@ def test_lipschitz_search_finds_a_planted_violation():
     x = torch.randn(200, 2, dtype=torch.float64)
     f = _Counted(net)
     measured = empirical_lipschitz(f, x, generator=torch.Generator().manual_seed(0), **LIPSCHITZ_SEARCH)
-    assert f.calls == search_passes(len(LIPSCHITZ_SEARCH["scales"]), LIPSCHITZ_SEARCH["jacobian_iters"],
-                                    LIPSCHITZ_SEARCH["ascent_steps"])
-    random_only = empirical_lipschitz(net, x, generator=torch.Generator().manual_seed(0),
-                                      **{**LIPSCHITZ_SEARCH, "jacobian_iters": 0, "ascent_steps": 0})
+    assert f.calls == search_passes(
+        len(LIPSCHITZ_SEARCH["scales"]), LIPSCHITZ_SEARCH["jacobian_iters"], LIPSCHITZ_SEARCH["ascent_steps"]
+    )
+    random_only = empirical_lipschitz(
+        net,
+        x,
+        generator=torch.Generator().manual_seed(0),
+        **{**LIPSCHITZ_SEARCH, "jacobian_iters": 0, "ascent_steps": 0},
+    )
     assert random_only < bound < 1.05 * bound < measured
 
 

@@ -4,6 +4,7 @@ orthogonal families keep distances; gradients reach the first layer of a stack; 
 rules of ``nn/bounds.py``; every family builds from its config.  Float64 and small shapes: the search
 then resolves ratios to ~1e-12, so the tolerance is 1e-9 (float32 rounding of the forward alone is ~1e-4 on
 close pairs)."""
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,24 @@ from torch import nn
 from problems import CONF, compose_cfg
 from stablenets.nn.activations import GroupSort
 from stablenets.nn.bounds import lipschitz_bound
-from stablenets.nn.layers import (FAMILIES, AOLConv2d, AOLLinear, BCOPConv2d, CayleyConv2d, CayleyLinear, CPLConv2d,
-                                  CPLLinear, LOTConv2d, LOTLinear, SandwichConv2d, SandwichLinear, SLLConv2d,
-                                  SLLLinear, SOCConv2d, SOCLinear)
+from stablenets.nn.layers import (
+    FAMILIES,
+    AOLConv2d,
+    AOLLinear,
+    BCOPConv2d,
+    CayleyConv2d,
+    CayleyLinear,
+    CPLConv2d,
+    CPLLinear,
+    LOTConv2d,
+    LOTLinear,
+    SandwichConv2d,
+    SandwichLinear,
+    SLLConv2d,
+    SLLLinear,
+    SOCConv2d,
+    SOCLinear,
+)
 from stablenets.nn.layers.soc import exp_series_tail
 from stablenets.robustness import empirical_lipschitz
 
@@ -171,7 +187,7 @@ def test_planted_violations_are_found_and_reported():
 def test_soc_truncation_tail_is_an_upper_bound():
     for ell in (0.1, 0.7, 1.5, 6.0):
         for K in (1, 3, 6, 12):
-            exact = sum(ell ** k / math.factorial(k) for k in range(K + 1, K + 120))  # positive terms: no cancellation
+            exact = sum(ell**k / math.factorial(k) for k in range(K + 1, K + 120))  # positive terms: no cancellation
             tail = exp_series_tail(ell, K)
             assert exact <= tail <= max(exact * 1.01, exact + 1e-15), (ell, K, exact, tail)
     assert exp_series_tail(0.7, 12) < 1e-11
@@ -184,9 +200,22 @@ def test_soc_bound_describes_eval_mode_even_when_training():
     assert layer.training
 
 
-@pytest.mark.parametrize("name", ["cpl-conv", "sll-conv", "aol-conv", "soc-conv", "cayley-conv", "lot-conv",
-                                  "bcop-conv", "sll-dense", "sandwich-dense", "sandwich-conv",
-                                  "aol-dense"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cpl-conv",
+        "sll-conv",
+        "aol-conv",
+        "soc-conv",
+        "cayley-conv",
+        "lot-conv",
+        "bcop-conv",
+        "sll-dense",
+        "sandwich-dense",
+        "sandwich-conv",
+        "aol-dense",
+    ],
+)
 def test_bound_composes_through_the_bound_rules(name):
     layer, shape = _layer(name)
     layer.eval()
@@ -225,10 +254,14 @@ def test_gradients_reach_the_first_layer(family, conv):
     loss = torch.nn.functional.cross_entropy(net(x).flatten(1) @ readout.t(), torch.randint(0, 10, (32,)))
     loss.backward()
     layers = [m for m in net if not isinstance(m, GroupSort)]
-    first, last = (torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]).norm().item()
-                   for m in (layers[0], layers[-1]))
-    print(f"\n[gradient] {family:9s} {'conv' if conv else 'dense'}: first-layer {first:.3e}, last-layer {last:.3e}, "
-          f"ratio {first / last:.3e}")
+    first, last = (
+        torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]).norm().item()
+        for m in (layers[0], layers[-1])
+    )
+    print(
+        f"\n[gradient] {family:9s} {'conv' if conv else 'dense'}: first-layer {first:.3e}, last-layer {last:.3e}, "
+        f"ratio {first / last:.3e}"
+    )
     assert math.isfinite(first) and first > 1e-3 * last
 
 
@@ -261,18 +294,21 @@ def test_every_family_builds_from_its_config(family, tmp_path):
         assert 0 < layer.lipschitz_bound() <= 1 + 1e-6
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: SLLConv2d((3, 8, 8), kernel_size=2), "odd"),
-    (lambda: SOCConv2d((3, 8), 3), "in_shape"),
-    (lambda: AOLConv2d((3, 8, 8), padding_mode="reflect"), "padding_mode"),
-    (lambda: CayleyConv2d((3, 2, 2), kernel_size=3), "H, W >= kernel_size"),
-    (lambda: CPLLinear(4, 6), "residual"),
-    (lambda: SLLConv2d((3, 8, 8), 4), "residual"),
-    (lambda: SOCLinear(4, eval_terms=0), "eval_terms"),
-    (lambda: LOTLinear(4, train_iters=0), "train_iters"),
-    (lambda: AOLLinear(0), "in_features"),
-    (lambda: CPLLinear(4, activation="abs"), "activation"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: SLLConv2d((3, 8, 8), kernel_size=2), "odd"),
+        (lambda: SOCConv2d((3, 8), 3), "in_shape"),
+        (lambda: AOLConv2d((3, 8, 8), padding_mode="reflect"), "padding_mode"),
+        (lambda: CayleyConv2d((3, 2, 2), kernel_size=3), "H, W >= kernel_size"),
+        (lambda: CPLLinear(4, 6), "residual"),
+        (lambda: SLLConv2d((3, 8, 8), 4), "residual"),
+        (lambda: SOCLinear(4, eval_terms=0), "eval_terms"),
+        (lambda: LOTLinear(4, train_iters=0), "train_iters"),
+        (lambda: AOLLinear(0), "in_features"),
+        (lambda: CPLLinear(4, activation="abs"), "activation"),
+    ],
+)
 def test_bad_arguments_are_refused_before_any_work(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -293,6 +329,7 @@ def test_bcop_orthogonalises_without_differentiating_an_svd():
     autograd: float32 LAPACK's full SVD of a near-orthogonal 256x256 matrix failed to converge mid-training.
     Same value and gradient as through the SVD; the result is orthogonal; gradients are finite."""
     from stablenets.nn.layers.bcop import bjorck_batched
+
     torch.manual_seed(0)
     near = torch.stack([nn.init.orthogonal_(torch.empty(64, 64)) for _ in range(3)]) + 1e-3 * torch.randn(3, 64, 64)
     spread = torch.randn(2, 64, 64)
@@ -318,8 +355,8 @@ def test_bcop_orthogonalises_without_differentiating_an_svd():
         mine = (w64 @ v).norm(dim=(-2, -1))
         ref = torch.linalg.matrix_norm(w64, 2)
         assert torch.allclose(mine, ref, rtol=1e-10)
-        g_mine, = torch.autograd.grad(mine.sum(), w64)
-        g_ref, = torch.autograd.grad(ref.sum(), w64)
+        (g_mine,) = torch.autograd.grad(mine.sum(), w64)
+        (g_ref,) = torch.autograd.grad(ref.sum(), w64)
         assert torch.allclose(g_mine, g_ref, atol=1e-8)
     layer = BCOPConv2d((16, 8, 8), 16)
     layer(torch.randn(2, 16, 8, 8)).sum().backward()

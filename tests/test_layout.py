@@ -1,5 +1,6 @@
 """The package's layout holds: the science never imports the runner, no module imports itself back through
 others, and the runner's one list of environment-only keys is the one Hydra uses to name sweep jobs."""
+
 from __future__ import annotations
 
 import ast
@@ -48,18 +49,19 @@ GRAPH = {name: imports(name) if name != "stablenets" else set() for name in MODU
 
 
 def test_the_science_never_imports_the_runner():
-    science = [m for m in MODULES if not m.startswith("stablenets.runner") and m not in ENTRY_POINTS
-               and m != "stablenets"]
+    science = [
+        m for m in MODULES if not m.startswith("stablenets.runner") and m not in ENTRY_POINTS and m != "stablenets"
+    ]
     offenders = {m: sorted(t for t in GRAPH[m] if t.startswith("stablenets.runner")) for m in science}
     assert not {m: t for m, t in offenders.items() if t}, offenders
     assert len(science) > 40  # the walk found the package
 
 
 def test_the_graph_walk_sees_relative_and_nested_imports():
-    assert "stablenets.runner.config" in GRAPH["stablenets.train"]              # from .runner.config import ...
-    assert "stablenets.train" in GRAPH["stablenets.runner.rank_worker"]         # from ..train import train (in main)
-    assert "stablenets.contracts" in GRAPH["stablenets.nn.bounds"]              # from ..contracts import ...
-    assert "stablenets.runner.progress" in GRAPH["stablenets.runner.fit"]       # from . import progress
+    assert "stablenets.runner.config" in GRAPH["stablenets.train"]  # from .runner.config import ...
+    assert "stablenets.train" in GRAPH["stablenets.runner.rank_worker"]  # from ..train import train (in main)
+    assert "stablenets.contracts" in GRAPH["stablenets.nn.bounds"]  # from ..contracts import ...
+    assert "stablenets.runner.progress" in GRAPH["stablenets.runner.fit"]  # from . import progress
 
 
 def test_no_import_cycle():

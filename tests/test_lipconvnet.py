@@ -1,5 +1,6 @@
 """The comparison's benchmark ConvNet (every layer family plugged in), its isometries and bound rules, the
 equal-time budget and the validation certificate callbacks, and the presets on CIFAR-10-shaped data."""
+
 from __future__ import annotations
 
 import json
@@ -125,6 +126,7 @@ class _LR(pl.Callback):
 class _Slow(pl.Callback):
     def on_train_batch_end(self, *args) -> None:
         import time
+
         time.sleep(0.05)  # wall time that does not depend on the machine's speed
 
 
@@ -135,9 +137,16 @@ def test_budget_sets_the_epoch_count_and_stretches_the_one_cycle_to_it():
     sched = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
     task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1, momentum=0.9), sched)
     budget, lr_log = EpochBudget(), _LR()
-    trainer = pl.Trainer(max_epochs=200, max_time={"seconds": 2}, callbacks=[budget, lr_log, _Slow()], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=200,
+        max_time={"seconds": 2},
+        callbacks=[budget, lr_log, _Slow()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(task, loader, loader)
     n = budget.planned
     assert n is not None and 2 <= n < 200
@@ -164,12 +173,20 @@ def test_budget_sets_the_epoch_count_and_stretches_the_one_cycle_to_it():
 def test_a_budget_of_one_epoch_ends_after_it():
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1),
-                              partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    task = ClassificationTask(
+        nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    )
     budget = EpochBudget()
-    trainer = pl.Trainer(max_epochs=50, max_time={"seconds": 0.3}, callbacks=[budget, _Slow()], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=50,
+        max_time={"seconds": 0.3},
+        callbacks=[budget, _Slow()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(task, loader)  # 4 steps of >= 0.05 s each, and then some: at most one epoch fits
     assert budget.planned == 1 and trainer.current_epoch == 1
 
@@ -180,9 +197,16 @@ def test_a_resumed_run_keeps_its_planned_epochs_and_lifts_the_time_limit():
     task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1))
     budget = EpochBudget()
     budget.load_state_dict({"planned": 3, "epoch_seconds": [0.5]})  # as restored from a checkpoint
-    trainer = pl.Trainer(max_epochs=50, max_time={"hours": 1}, callbacks=[budget], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=50,
+        max_time={"hours": 1},
+        callbacks=[budget],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(task, loader)
     assert trainer.current_epoch == 3 and budget.planned == 3
     assert EpochBudget.budget_seconds(trainer) is None  # Lightning's limit lifted: the plan decides
@@ -191,11 +215,19 @@ def test_a_resumed_run_keeps_its_planned_epochs_and_lifts_the_time_limit():
 def test_without_a_budget_the_epoch_count_is_kept_and_costs_are_recorded():
     x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1),
-                              partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1))
+    task = ClassificationTask(
+        nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    )
     budget = EpochBudget()
-    trainer = pl.Trainer(max_epochs=3, callbacks=[budget], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[budget],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(task, loader)
     assert budget.planned is None and trainer.current_epoch == 3
     assert trainer.callback_metrics["budget/epochs_reached"] == 3
@@ -208,9 +240,16 @@ def test_validation_certified_accuracy_matches_the_margins():
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
     task = ClassificationTask(net, partial(torch.optim.SGD, lr=0.0), loss=OffsetCrossEntropy(offset=0.5))
     cb = CertifiedValidation(eps=[0.0, 0.01])
-    trainer = pl.Trainer(max_epochs=1, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
     trainer.fit(task, loader, loader)
     net.eval()
     with torch.no_grad():
@@ -220,12 +259,18 @@ def test_validation_certified_accuracy_matches_the_margins():
     correct = logits.argmax(1) == y
     assert trainer.callback_metrics["val/certified_acc"] == pytest.approx(correct.float().mean().item())
     assert trainer.callback_metrics["val/certified_acc/eps_0.01"] == pytest.approx(
-        (correct & (radius > 0.01)).float().mean().item())
+        (correct & (radius > 0.01)).float().mean().item()
+    )
     with pytest.raises(TypeError, match="cannot certify"):
         bad = ClassificationTask(nn.Linear(64, 3), partial(torch.optim.SGD, lr=0.0))
-        pl.Trainer(max_epochs=1, callbacks=[cb], logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, accelerator="cpu").fit(
-            bad, DataLoader(TensorDataset(x.flatten(1), y), batch_size=16))
+        pl.Trainer(
+            max_epochs=1,
+            callbacks=[cb],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            accelerator="cpu",
+        ).fit(bad, DataLoader(TensorDataset(x.flatten(1), y), batch_size=16))
 
 
 def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
@@ -235,13 +280,32 @@ def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
     assert preset.task.loss.offset == pytest.approx(2 * math.sqrt(2) * 36 / 255, abs=1e-4)
     assert preset.task.loss.temperature == 0.25 and preset.data.batch_size == 256
     assert preset.task.optimizer._target_ == "torch.optim.SGD" and preset.task.optimizer.momentum == 0.9
-    assert preset.task.scheduler._target_.endswith("OneCycleLR") and preset.task.scheduler.max_lr == preset.task.optimizer.lr
+    assert (
+        preset.task.scheduler._target_.endswith("OneCycleLR")
+        and preset.task.scheduler.max_lr == preset.task.optimizer.lr
+    )
     assert preset.model.size == "XS" and preset.model.layer.conv._target_.endswith("CPLConv2d")
     root = make_cifar_dataset(tmp_path / "cifar", n=24)
-    cfg = compose_cfg(["experiment=layers_compared_cifar10", "model/layer=sll", "model.base_width=4", "model.layers=1",
-                       f"data.data_dir={root}", "data.n_train=64", "data.n_val=16", "data.n_test=16",
-                       "data.batch_size=32", "trainer.max_time=00:00:00:04", "trainer.max_epochs=3",
-                       "attack.n_iter=3", "attack.n_eval=16", "progress=none", "num_threads=1"], tmp_path / "run")
+    cfg = compose_cfg(
+        [
+            "experiment=layers_compared_cifar10",
+            "model/layer=sll",
+            "model.base_width=4",
+            "model.layers=1",
+            f"data.data_dir={root}",
+            "data.n_train=64",
+            "data.n_val=16",
+            "data.n_test=16",
+            "data.batch_size=32",
+            "trainer.max_time=00:00:00:04",
+            "trainer.max_epochs=3",
+            "attack.n_iter=3",
+            "attack.n_eval=16",
+            "progress=none",
+            "num_threads=1",
+        ],
+        tmp_path / "run",
+    )
     metrics, objects = train(cfg)
     assert tuple(objects["net"].in_shape) == (3, 32, 32)
     assert metrics["test/lipschitz_bound"] <= 1 + 1e-4
@@ -255,6 +319,7 @@ def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
 def _recipe():
     import importlib.util
     from pathlib import Path
+
     path = Path(__file__).parents[1] / "experiments" / "layers_compared.py"
     spec = importlib.util.spec_from_file_location("layers_compared", path)
     module = importlib.util.module_from_spec(spec)
@@ -264,18 +329,44 @@ def _recipe():
 
 def test_comparison_table_rows_columns_and_time_relative_to_cpl():
     import pandas as pd
+
     recipe = _recipe()
-    runs = pd.DataFrame([
-        {"run_dir": "a", "model/layer": "sll", "model.size": "XS", "status": "finished",
-         "budget/seconds_per_epoch": 3.0, "budget/epochs_reached": 5.0, "memory/peak_mb": 900.0,
-         "model/parameters": 1000.0, "test/lipschitz_bound": 1.0, "test/certificate_violations": 0.0},
-        {"run_dir": "b", "model/layer": "cpl", "model.size": "XS", "status": "finished",
-         "budget/seconds_per_epoch": 2.0, "budget/epochs_reached": 7.0, "memory/peak_mb": 800.0,
-         "model/parameters": 900.0, "test/lipschitz_bound": 1.0, "test/certificate_violations": 0.0},
-        {"run_dir": "c", "model/layer": "aol", "model.size": "S", "status": "failed"}])
-    curves = pd.DataFrame([{"run_dir": d, "eps": e, "pgd_acc": p, "certified_acc": c}
-                           for d, base in (("a", 0.8), ("b", 0.7))
-                           for e, p, c in ((0.0, base, base), (0.25, base - 0.1, base - 0.3))])
+    runs = pd.DataFrame(
+        [
+            {
+                "run_dir": "a",
+                "model/layer": "sll",
+                "model.size": "XS",
+                "status": "finished",
+                "budget/seconds_per_epoch": 3.0,
+                "budget/epochs_reached": 5.0,
+                "memory/peak_mb": 900.0,
+                "model/parameters": 1000.0,
+                "test/lipschitz_bound": 1.0,
+                "test/certificate_violations": 0.0,
+            },
+            {
+                "run_dir": "b",
+                "model/layer": "cpl",
+                "model.size": "XS",
+                "status": "finished",
+                "budget/seconds_per_epoch": 2.0,
+                "budget/epochs_reached": 7.0,
+                "memory/peak_mb": 800.0,
+                "model/parameters": 900.0,
+                "test/lipschitz_bound": 1.0,
+                "test/certificate_violations": 0.0,
+            },
+            {"run_dir": "c", "model/layer": "aol", "model.size": "S", "status": "failed"},
+        ]
+    )
+    curves = pd.DataFrame(
+        [
+            {"run_dir": d, "eps": e, "pgd_acc": p, "certified_acc": c}
+            for d, base in (("a", 0.8), ("b", 0.7))
+            for e, p, c in ((0.0, base, base), (0.25, base - 0.1, base - 0.3))
+        ]
+    )
     table = recipe.comparison_table(runs, curves)
     assert list(table.layer) == ["cpl", "sll", "aol"]  # XS before S, the families in their canonical order
     assert table.loc[1, "time vs CPL"] == 1.5 and table.loc[0, "time vs CPL"] == 1.0
@@ -288,15 +379,34 @@ def test_comparison_table_rows_columns_and_time_relative_to_cpl():
 
 def test_comparison_keeps_per_family_the_run_best_on_validation_never_on_test():
     import pandas as pd
+
     recipe = _recipe()
     # two learning rates per family: sll's better run on validation is the worse one on test
-    runs = pd.DataFrame([
-        {"run_dir": d, "model/layer": layer, "model.size": "XS", "task.optimizer.lr": lr, "status": status,
-         "val/certified_acc": val, "budget/seconds_per_epoch": 2.0}
-        for d, layer, lr, status, val in (("a", "sll", "0.05", "finished", 0.40), ("b", "sll", "0.5", "finished", 0.55),
-                                          ("c", "cpl", "0.05", "finished", 0.60), ("d", "cpl", "0.5", "failed", None))])
-    curves = pd.DataFrame([{"run_dir": d, "eps": 0.25, "pgd_acc": 0.5, "certified_acc": c}
-                           for d, c in (("a", 0.70), ("b", 0.45), ("c", 0.50))])
+    runs = pd.DataFrame(
+        [
+            {
+                "run_dir": d,
+                "model/layer": layer,
+                "model.size": "XS",
+                "task.optimizer.lr": lr,
+                "status": status,
+                "val/certified_acc": val,
+                "budget/seconds_per_epoch": 2.0,
+            }
+            for d, layer, lr, status, val in (
+                ("a", "sll", "0.05", "finished", 0.40),
+                ("b", "sll", "0.5", "finished", 0.55),
+                ("c", "cpl", "0.05", "finished", 0.60),
+                ("d", "cpl", "0.5", "failed", None),
+            )
+        ]
+    )
+    curves = pd.DataFrame(
+        [
+            {"run_dir": d, "eps": 0.25, "pgd_acc": 0.5, "certified_acc": c}
+            for d, c in (("a", 0.70), ("b", 0.45), ("c", 0.50))
+        ]
+    )
     every = recipe.comparison_table(runs, curves)
     assert len(every) == 4 and set(every.lr) == {0.05, 0.5}
     best = recipe.select_best(every)
@@ -306,9 +416,14 @@ def test_comparison_keeps_per_family_the_run_best_on_validation_never_on_test():
 
 def test_from_search_reads_each_familys_settings_and_refuses_a_missing_one(tmp_path):
     import pandas as pd
+
     recipe = _recipe()
-    pd.DataFrame([{"layer": "cpl", "size": "XS", "status": "finished", "lr": 0.02, "weight_decay": 1e-5},
-                  {"layer": "sll", "size": "XS", "status": "no result"}]).to_csv(tmp_path / "search_best.csv", index=False)
+    pd.DataFrame(
+        [
+            {"layer": "cpl", "size": "XS", "status": "finished", "lr": 0.02, "weight_decay": 1e-5},
+            {"layer": "sll", "size": "XS", "status": "no result"},
+        ]
+    ).to_csv(tmp_path / "search_best.csv", index=False)
     assert recipe.searched_settings(tmp_path, ["cpl"], ["XS"]) == [("cpl", "XS", 0.02, 1e-5)]
     with pytest.raises(SystemExit, match="no finished search for sll XS"):
         recipe.searched_settings(tmp_path, ["cpl", "sll"], ["XS"])
@@ -323,27 +438,73 @@ def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     from problems import make_idx_dataset
+
     repo = Path(__file__).parents[1]
     data = make_idx_dataset(tmp_path / "fmnist", n_train=160, n_test=32)
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    tiny = ["model.base_width=4", "model.layers=1", f"data.data_dir={data}", "data.search_system=false",
-            "data.n_train=96", "data.n_val=32", "data.n_test=32", "attack.n_iter=3", "attack.n_eval=16",
-            "progress=none"]
-    run = subprocess.run([sys.executable, str(repo / "experiments" / "layers_compared.py"), "--layers", "cpl,aol",
-                          "--budget", "00:00:00:05", "--group", "lc", *tiny], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900)
+    tiny = [
+        "model.base_width=4",
+        "model.layers=1",
+        f"data.data_dir={data}",
+        "data.search_system=false",
+        "data.n_train=96",
+        "data.n_val=32",
+        "data.n_test=32",
+        "attack.n_iter=3",
+        "attack.n_eval=16",
+        "progress=none",
+    ]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "experiments" / "layers_compared.py"),
+            "--layers",
+            "cpl,aol",
+            "--budget",
+            "00:00:00:05",
+            "--group",
+            "lc",
+            *tiny,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     sweep = next((tmp_path / "outputs" / "sweeps").glob("lc__*"))
     table = __import__("pandas").read_csv(sweep / "comparison.csv")
     assert list(table.layer) == ["cpl", "aol"] and (table["audit violations"] == 0).all()
     assert (table["epochs"] >= 1).all() and (sweep / "certified_vs_time.png").stat().st_size > 0
-    run = subprocess.run([sys.executable, str(repo / "experiments" / "layers_compared.py"), "--search", "--trials", "2",
-                          "--layers", "aol", "--budget", "00:00:00:04", "--group", "lcs", *tiny], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "experiments" / "layers_compared.py"),
+            "--search",
+            "--trials",
+            "2",
+            "--layers",
+            "aol",
+            "--budget",
+            "00:00:00:04",
+            "--group",
+            "lcs",
+            *tiny,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     best = __import__("pandas").read_csv(next((tmp_path / "outputs" / "sweeps").glob("lcs__*")) / "search_best.csv")
-    assert best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 1.0 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
+    assert (
+        best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 1.0 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
+    )
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="peak resident set via /proc")
@@ -351,7 +512,9 @@ def test_peak_memory_does_not_count_what_an_earlier_job_freed():
     """A multirun's jobs share one process: heap freed by an earlier job must not count in the next one's peak
     (the budget callback hands freed heap back before it resets the peak mark)."""
     import gc
+
     from stablenets.callbacks.budget import _reset_peak_rss, _rss_mb
+
     gc.collect()
     base = _rss_mb("VmRSS")
     blocks = [torch.randn(25_000) for _ in range(5_000)]  # ~500 MB in 100 kB pieces: heap, not mmap

@@ -1,4 +1,5 @@
 """The CSV metrics log a resumed run continues (the whole-run check is in test_sweeps and test_slurm)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -13,14 +14,23 @@ def _segment(root, rows) -> None:
 
 
 def test_a_resumed_segment_replaces_the_epochs_it_redoes(tmp_path):
-    _segment(tmp_path, [(3, 0, {"val/loss": 1.0}), (3, 0, {"train/loss_epoch": 1.5}),
-                        (5, 1, {"train/loss_step": 0.9}), (7, 1, {"val/loss": 0.8})])  # killed in epoch 1
+    _segment(
+        tmp_path,
+        [
+            (3, 0, {"val/loss": 1.0}),
+            (3, 0, {"train/loss_epoch": 1.5}),
+            (5, 1, {"train/loss_step": 0.9}),
+            (7, 1, {"val/loss": 0.8}),
+        ],
+    )  # killed in epoch 1
     path = tmp_path / "csv" / "metrics.csv"
     with path.open("a") as f:
         f.write("2,0.7")  # a row cut short by the kill
     # resumed from the checkpoint of epoch 0: redoes epoch 1, with a new column
-    _segment(tmp_path, [(5, 1, {"train/loss_step": 0.9}), (7, 1, {"val/loss": 0.8, "val/acc": 0.5}),
-                        (9, 2, {"val/loss": 0.7})])
+    _segment(
+        tmp_path,
+        [(5, 1, {"train/loss_step": 0.9}), (7, 1, {"val/loss": 0.8, "val/acc": 0.5}), (9, 2, {"val/loss": 0.7})],
+    )
     log = pd.read_csv(path)
     assert log.epoch.tolist() == [0, 0, 1, 1, 2] and log.step.tolist() == [3, 3, 5, 7, 9]
     assert log["val/loss"].dropna().tolist() == [1.0, 0.8, 0.7]

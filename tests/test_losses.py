@@ -1,4 +1,5 @@
 """Each loss of stablenets.losses: its value and gradient on a small example worked out by hand."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Section 3.2 / 6: gradient-flow blocks are 1-Lipschitz — searched for, not assumed."""
+
 from __future__ import annotations
 
 import pytest
@@ -125,8 +126,9 @@ def test_checkpoint_round_trip(tmp_path):
     restored.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
     for (_, a), (_, b) in zip(tracked_modules(net), tracked_modules(fresh)):
         assert torch.equal(a.u, b.u) and torch.equal(a.norm_estimate, b.norm_estimate)
-    assert [b.n_steps for b in net.features if hasattr(b, "n_steps")] == \
-        [b.n_steps for b in fresh.features if hasattr(b, "n_steps")]
+    assert [b.n_steps for b in net.features if hasattr(b, "n_steps")] == [
+        b.n_steps for b in fresh.features if hasattr(b, "n_steps")
+    ]
     net.eval(), fresh.eval()
     assert torch.equal(net(x), fresh(x))
     assert net.lipschitz_bound() == fresh.lipschitz_bound()
@@ -135,7 +137,9 @@ def test_checkpoint_round_trip(tmp_path):
 @pytest.mark.parametrize("conv", [False, True])
 def test_gradcheck_block(conv):
     torch.manual_seed(0)
-    block = (NonExpansiveConvBlock((2, 4, 4), activation="tanh") if conv else NonExpansiveBlock(3, 5, activation="tanh")).double()
+    block = (
+        NonExpansiveConvBlock((2, 4, 4), activation="tanh") if conv else NonExpansiveBlock(3, 5, activation="tanh")
+    ).double()
     block.eval()
     x = torch.randn(2, *((2, 4, 4) if conv else (3,)), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x,))
@@ -170,9 +174,13 @@ def test_lagging_estimate_is_caught_by_the_lag_check():
     assert float(block.op.norm_estimate) < 0.9 * float(block.op.certified_norm())
     cb._check_lag(net)
     assert cb.corrections == 1
-    assert float(block.op.norm_estimate) >= float(block.op.certified_norm()) / 1.05 and float(block.op.certified_norm()) > 2.5 * true
-    assert block._n_train == substeps_for(block.op.constrained_norm(float(block.op.norm_estimate)), block.T, block.k,
-                                          block.margin)  # the sub-step count follows the corrected estimate
+    assert (
+        float(block.op.norm_estimate) >= float(block.op.certified_norm()) / 1.05
+        and float(block.op.certified_norm()) > 2.5 * true
+    )
+    assert block._n_train == substeps_for(
+        block.op.constrained_norm(float(block.op.norm_estimate)), block.T, block.k, block.margin
+    )  # the sub-step count follows the corrected estimate
     fresh = PowerMethodCallback()
     fresh.load_state_dict(cb.state_dict())
     assert fresh.corrections == cb.corrections

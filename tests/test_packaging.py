@@ -1,4 +1,5 @@
 """Installable like a library: a wheel that carries its configs, user config dirs, the Python API."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,23 @@ def build_wheel(dest: Path) -> Path:
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", dest / "dist", src], dest, _env())
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            dest / "dist",
+            src,
+        ],
+        dest,
+        _env(),
+    )
     (wheel,) = (dest / "dist").glob("stablenets-*.whl")
     return wheel
 
@@ -68,8 +84,12 @@ def fresh_venv(venv: Path) -> Path:
     names bound by the same line before Python 3.12 (PEP 709), so it must not use one."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     lines = [f"import site; site.addsitedir({d!r})\n" for d in outer_site_dirs()]
     Path(purelib, "_outer_env.pth").write_text("".join(lines))
     return venv
@@ -80,8 +100,7 @@ def test_fresh_venv_sees_exactly_this_environment(tmp_path):
     base interpreter holds, and its ``.pth`` runs without an error on every Python."""
     venv = fresh_venv(tmp_path / "venv")
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    probe = ("import sys, omegaconf, torch; print(omegaconf.__file__); print(torch.__file__); "
-             "print(sys.flags.no_site)")
+    probe = "import sys, omegaconf, torch; print(omegaconf.__file__); print(torch.__file__); print(sys.flags.no_site)"
     proc = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
     assert "Error processing line" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
@@ -99,20 +118,42 @@ def test_wheel_ships_every_config_and_runs_outside_the_tree(tmp_path, monkeypatc
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n.removeprefix("stablenets/conf/") for n in names if n.startswith("stablenets/conf/")}
     assert shipped == {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
-    modules = {p.relative_to(ROOT).as_posix() for d in ("stablenets", "hydra_plugins") for p in (ROOT / d).rglob("*.py")}
-    assert modules <= names, (f"not in the wheel: {sorted(modules - names)}; "
-                              "add the subpackage to [tool.setuptools] packages in pyproject.toml")
+    modules = {
+        p.relative_to(ROOT).as_posix() for d in ("stablenets", "hydra_plugins") for p in (ROOT / d).rglob("*.py")
+    }
+    assert modules <= names, (
+        f"not in the wheel: {sorted(modules - names)}; "
+        "add the subpackage to [tool.setuptools] packages in pyproject.toml"
+    )
 
     # a fresh environment (torch & co. from this one), its own stablenets shadowing any other install
     venv = fresh_venv(tmp_path / "venv")
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_dir / ("python.exe" if os.name == "nt" else "python")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
-          "--ignore-installed", "-q", wheel], tmp_path, _env())
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "-q",
+            wheel,
+        ],
+        tmp_path,
+        _env(),
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import stablenets.runner.search_path as s; print(s.__file__); print(s.CONF_DIR)"], elsewhere,
-                 _env())
+    where = _run(
+        [python, "-c", "import stablenets.runner.search_path as s; print(s.__file__); print(s.CONF_DIR)"],
+        elsewhere,
+        _env(),
+    )
     module, conf = where.stdout.split()
     assert Path(module).is_relative_to(venv) and Path(conf).is_relative_to(venv), where.stdout
 
@@ -161,15 +202,26 @@ def user_project(tmp_path):
     (project / "my_nets.py").write_text(USER_NETS)
     (project / "my_conf" / "model" / "tiny.yaml").write_text("_target_: my_nets.TinyNet\nwidth: 8\n")
     (project / "my_conf" / "experiment" / "tiny_quick.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /model: tiny\ntrainer:\n  max_epochs: 2\ndata:\n  n_train: 300\n")
+        "# @package _global_\ndefaults:\n  - override /model: tiny\ntrainer:\n  max_epochs: 2\ndata:\n  n_train: 300\n"
+    )
     return project
 
 
 def test_user_config_dir_composes_trains_and_reloads(user_project, tmp_path, monkeypatch):
     # CLI, a relative hydra.searchpath
     pythonpath = os.pathsep.join(filter(None, [str(user_project), os.environ.get("PYTHONPATH")]))
-    _run([sys.executable, "-m", "stablenets.train", "hydra.searchpath=[file://my_conf]", "experiment=tiny_quick",
-          "hydra.run.dir=runs/cli"], user_project, _env(PYTHONPATH=pythonpath))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "stablenets.train",
+            "hydra.searchpath=[file://my_conf]",
+            "experiment=tiny_quick",
+            "hydra.run.dir=runs/cli",
+        ],
+        user_project,
+        _env(PYTHONPATH=pythonpath),
+    )
     run = user_project / "runs" / "cli"
     assert json.loads((run / "results.json").read_text())["name"] == "tiny_quick"  # the preset's name
     assert recorded_search_path(run) == [f"file://{user_project / 'my_conf'}"]

@@ -1,4 +1,5 @@
 """L2-PGD (Section 6.2): feasibility, batching over ε, agreement with torchattacks, consistency with certificates."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,9 @@ def image_model():
 
 def test_perturbations_stay_in_ball_and_box(image_model):
     net, x, y = image_model
-    res = pgd_l2(net, x, y, EPS, n_iter=20, keep_delta=True, random_start=True, generator=torch.Generator().manual_seed(0))
+    res = pgd_l2(
+        net, x, y, EPS, n_iter=20, keep_delta=True, random_start=True, generator=torch.Generator().manual_seed(0)
+    )
     for i, e in enumerate(EPS):
         norms = res.delta[i].flatten(1).norm(dim=1)
         assert (norms <= e + 1e-6).all()
@@ -87,6 +90,7 @@ def test_certified_pairs_are_not_attacked_and_change_nothing():
 
 def test_agrees_with_torchattacks(image_model):
     import torchattacks  # a dependency of the package: never skipped
+
     net, x, y = image_model
     for e in (0.1, 0.3, 0.6):
         ours = pgd_l2_plain(net, x, y, [e], n_iter=20)[0]
@@ -112,7 +116,7 @@ def test_certified_below_autoattack_below_pgd_below_clean():
     x = torch.rand(400, 1, 28, 28) * 0.3  # 28x28: torchattacks' Square attack needs room for its squares
     for k in range(10):  # a bright 6x6 patch at a class-specific place
         r, c = 7 * (k // 4), 7 * (k % 4)
-        x[y == k, :, r: r + 6, c: c + 6] = 1.0
+        x[y == k, :, r : r + 6, c : c + 6] = 1.0
     net = ConvNonExpansiveNet((1, 28, 28), 10, channels=(4,), blocks=1, L=4.0)
     opt = torch.optim.Adam(net.parameters(), lr=0.02)
     for _ in range(200):

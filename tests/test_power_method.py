@@ -1,4 +1,5 @@
 """Eq. (31) against exact spectral norms (Exercise 14), for dense matrices and convolution operators."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,14 +39,20 @@ def conv_matrix(weight, in_shape, stride=1, padding=1):
     return F.conv2d(basis, weight, stride=stride, padding=padding).reshape(n, -1).T
 
 
-@pytest.mark.parametrize("cin,cout,hw,stride,k", [(2, 3, 6, 1, 3), (3, 3, 5, 1, 3), (1, 4, 7, 2, 3), (2, 2, 6, 1, 5), (4, 4, 14, 1, 3)])
+@pytest.mark.parametrize(
+    "cin,cout,hw,stride,k", [(2, 3, 6, 1, 3), (3, 3, 5, 1, 3), (1, 4, 7, 2, 3), (2, 2, 6, 1, 5), (4, 4, 14, 1, 3)]
+)
 def test_conv_operator_norm_matches_explicit_matrix(cin, cout, hw, stride, k):
     g = torch.Generator().manual_seed(cin * 10 + hw)
     w = torch.randn(cout, cin, k, k, generator=g, dtype=torch.float64)
     shape, pad = (cin, hw, hw), k // 2
     exact = torch.linalg.matrix_norm(conv_matrix(w, shape, stride, pad), 2)
-    sigma, _, _ = power_method(*conv_ops(w, shape, stride, pad), torch.randn(1, *shape, generator=g, dtype=torch.float64),
-                               n_iters=3000, tol=1e-13)
+    sigma, _, _ = power_method(
+        *conv_ops(w, shape, stride, pad),
+        torch.randn(1, *shape, generator=g, dtype=torch.float64),
+        n_iters=3000,
+        tol=1e-13,
+    )
     assert abs(float(sigma) / float(exact) - 1) < 0.01
     bound = conv_norm_bound(w, shape, stride, pad)
     assert bound >= exact * (1 - 1e-9)  # a certified *upper* bound
@@ -77,19 +84,27 @@ def test_adjoint_is_exact(k, stride, pad):
 def test_batched_power_steps_equal_one_layer_at_a_time():
     """The callback's batched step (norms, normalisation, writes for all layers at once) is eq. (31) per layer."""
     import copy
+
     from stablenets.nn import SpectralConv2d, SpectralLinear
     from stablenets.nn.power import power_iteration
     from stablenets.nn.spectral import power_steps, project_all
+
     torch.manual_seed(0)
-    ops = [SpectralConv2d((3, 8, 8), 5, max_norm=1.0), SpectralConv2d((4, 6, 6), 4, stride=2),
-           SpectralLinear(7, 4, max_norm=2.0, exact=True), SpectralLinear(9, 9, max_norm=0.5)]
+    ops = [
+        SpectralConv2d((3, 8, 8), 5, max_norm=1.0),
+        SpectralConv2d((4, 6, 6), 4, stride=2),
+        SpectralLinear(7, 4, max_norm=2.0, exact=True),
+        SpectralLinear(9, 9, max_norm=0.5),
+    ]
     for m in ops:
         m.weight.data.mul_(3.0)
     ref = copy.deepcopy(ops)
     power_steps(ops)
     for m, r in zip(ops, ref):
         sigma, u = power_iteration(*r.operators(), r.u)
-        assert torch.allclose(m.u, u, rtol=1e-6, atol=1e-7) and float(m.norm_estimate) == pytest.approx(float(sigma), rel=1e-6)
+        assert torch.allclose(m.u, u, rtol=1e-6, atol=1e-7) and float(m.norm_estimate) == pytest.approx(
+            float(sigma), rel=1e-6
+        )
     before = [m.weight.detach().clone() for m in ops]
     assert int(project_all(ops)) == 3  # the free layer is left alone
     assert [float(m.norm_estimate) for m in ops][::2] == [1.0, 2.0]  # σ̂ at the cap exactly

@@ -1,6 +1,8 @@
 """The full protocols — Figure 14 (30 epochs on 30,000 Fashion-MNIST images, PGD-100 on 1,000) and the certified
 study against deel-torchlip: experiments, not unit tests — marked ``slow`` and left out of the default run
-(``pytest -m slow`` runs them, ~20 and ~30 min on 2 CPU cores).  Need the real data (``apt-get install dataset-fashion-mnist``)."""
+(``pytest -m slow`` runs them, ~20 and ~30 min on 2 CPU cores).  Need the real data
+(``apt-get install dataset-fashion-mnist``)."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +17,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_figure14_protocol(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "fig14_robustness.py"), "--group", "fig14"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=3 * 3600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "fig14_robustness.py"), "--group", "fig14"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {json.loads(p.read_text())["name"]: json.loads(p.read_text())
-            for p in (tmp_path / "outputs" / "sweeps" / "fig14").glob("*/results.json")}
+    runs = {
+        json.loads(p.read_text())["name"]: json.loads(p.read_text())
+        for p in (tmp_path / "outputs" / "sweeps" / "fig14").glob("*/results.json")
+    }
     ne, res = (runs[k]["robustness"]["curve"] for k in ("fmnist_nonexpansive", "fmnist_resnet"))
     assert ne[0]["pgd_acc"] >= 0.88 and res[0]["pgd_acc"] >= 0.88  # clean accuracy
     for a, b in zip(ne, res):
@@ -39,8 +48,13 @@ def test_certified_protocol(tmp_path):
     sys.path.insert(0, str(ROOT / "experiments"))
     from certified import EPS, PEER
 
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "certified.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=3 * 3600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "certified.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "sweeps" / "certified").glob("*/results.json")]
     radius = lambda r: float(next(o for o in r["overrides"] if o.startswith("task.loss.target_radius=")).split("=")[1])  # noqa: E731

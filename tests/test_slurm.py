@@ -1,12 +1,13 @@
 """The SLURM launcher against a real SLURM (``bash scripts/slurm_single_node.sh`` starts a one-node cluster):
 an array sweep, a job that times out and is requeued and resumed with nothing lost, a failing job."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -50,8 +51,11 @@ def wait_until_gone(ids: list[str], timeout: float = 120) -> None:
     """A sweep whose first job fails returns while the others still run: wait until SLURM lists none."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(i.split("_")[0] for i in ids)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i %T", "-j", ",".join(i.split("_")[0] for i in ids)],
+            capture_output=True,
+            text=True,
+        )
         if not [line for line in out.stdout.splitlines() if not line.split()[-1].startswith("COMPLET")]:
             return
         time.sleep(0.5)
@@ -66,8 +70,15 @@ def submission(sweep: Path) -> str:
 def test_array_sweep_runs_on_cpu_partition(tmp_path, slurm):
     sweep = tmp_path / "sweep"
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", *SMALL_JOB, f"hydra.launcher.partition={slurm['partition']}",
-               f"hydra.sweep.dir={sweep}")
+    proc = cli(
+        tmp_path,
+        "-m",
+        *TINY,
+        "seed=0,1",
+        *SMALL_JOB,
+        f"hydra.launcher.partition={slurm['partition']}",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs, curves = read_sweep(sweep)
     assert sorted(runs.seed) == ["0", "1"] and (runs.status == "finished").all(), runs
@@ -98,13 +109,27 @@ def test_request_no_node_can_run_is_refused_before_submission(tmp_path, slurm):
     too_big = [] if cpus < 8 or mem_mb < 32 * 1024 else [f"hydra.launcher.cpus_per_task={cpus + 1}"]
     sweep = tmp_path / "outputs" / "sweeps" / "nonexpansive_swiss_roll"  # the default, named by ${hydra:...}
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *TINY, "seed=0,1", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm['partition']}",
-               *too_big)
+    proc = cli(
+        tmp_path,
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={slurm['partition']}",
+        *too_big,
+    )
     assert proc.returncode == 2 and time.time() - t0 < 60, proc.stderr[-3000:]
     err = proc.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for needle in ["can never start", "8 CPUs", "32 GB", f"{cpus} CPUs", "Nothing was submitted",
-                   f"hydra.launcher.cpus_per_task={cpus}", "hydra.launcher.mem_gb="]:
+    for needle in [
+        "can never start",
+        "8 CPUs",
+        "32 GB",
+        f"{cpus} CPUs",
+        "Nothing was submitted",
+        f"hydra.launcher.cpus_per_task={cpus}",
+        "hydra.launcher.mem_gb=",
+    ]:
         assert needle in err, err
     assert not (sweep / ".submitit").exists()
     # the CPUs follow num_threads: with num_threads=1 only the memory is named
@@ -115,8 +140,15 @@ def test_request_no_node_can_run_is_refused_before_submission(tmp_path, slurm):
 def test_job_killed_without_a_result_is_listed_failed_and_the_sweep_ends(tmp_path, slurm):
     sweep = tmp_path / "sweep"
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *TINY, "+callbacks.die._target_=problems.Die", "+callbacks.die.kill=true,false",
-               *SMALL_JOB, f"hydra.sweep.dir={sweep}")
+    proc = cli(
+        tmp_path,
+        "-m",
+        *TINY,
+        "+callbacks.die._target_=problems.Die",
+        "+callbacks.die.kill=true,false",
+        *SMALL_JOB,
+        f"hydra.sweep.dir={sweep}",
+    )
     wall = time.time() - t0
     assert proc.returncode != 0 and wall < 300
     assert "ended without a result" in proc.stderr
@@ -132,8 +164,18 @@ def test_job_killed_without_a_result_is_listed_failed_and_the_sweep_ends(tmp_pat
 # ~50 s of wall-clock time, mostly sleeping (Pace), so that it outlasts a segment on any machine and the
 # uninterrupted reference runs alongside at no cost.
 EPOCHS = 22
-RUN = ["model=nonexpansive", "model.depth=1", "model.width=4", "data.n_train=2000", "data.n_val=50", "data.n_test=50",
-       f"trainer.max_epochs={EPOCHS}", "logger=csv", "seed=5", "callbacks=[default,jacobian_norm]"]
+RUN = [
+    "model=nonexpansive",
+    "model.depth=1",
+    "model.width=4",
+    "data.n_train=2000",
+    "data.n_val=50",
+    "data.n_test=50",
+    f"trainer.max_epochs={EPOCHS}",
+    "logger=csv",
+    "seed=5",
+    "callbacks=[default,jacobian_norm]",
+]
 PACE = ["+callbacks.pace._target_=problems.Pace", "+callbacks.pace.seconds_per_step=0.06"]  # ~2 s per epoch
 STAMP = re.compile(r"submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - (.*)")
 
@@ -157,9 +199,18 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
     ref_dir, sweep = tmp_path / "ref", tmp_path / "sweep"
     reference = cli(tmp_path, "-m", *RUN, f"hydra.sweep.dir={ref_dir}", background=True)  # uninterrupted, alongside
     t0 = time.time()
-    proc = cli(tmp_path, "-m", *RUN, *PACE, *SMALL_JOB, "hydra.launcher.timeout_min=1",
-               "hydra.launcher.signal_delay_s=15", "hydra.launcher.max_num_timeout=4", f"hydra.sweep.dir={sweep}",
-               background=True)
+    proc = cli(
+        tmp_path,
+        "-m",
+        *RUN,
+        *PACE,
+        *SMALL_JOB,
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=15",
+        "hydra.launcher.max_num_timeout=4",
+        f"hydra.sweep.dir={sweep}",
+        background=True,
+    )
     first_seen: dict[int, float] = {}  # epoch -> when its validation row appeared in metrics.csv
     try:
         while proc.poll() is None and time.time() - t0 < 300:
@@ -200,13 +251,22 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
     assert sorted(log.epoch.dropna().unique()) == list(range(EPOCHS + 1))  # the epochs, then the test row
     pd.testing.assert_frame_equal(log, ref_log, rtol=1e-5, atol=1e-7)
     # and the same Jacobian-norm history (kept in the checkpoint)
-    pd.testing.assert_frame_equal(pd.read_csv(job / "jacobian_norms.csv"), pd.read_csv(ref_job / "jacobian_norms.csv"),
-                                  rtol=1e-5, atol=1e-7)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(job / "jacobian_norms.csv"), pd.read_csv(ref_job / "jacobian_norms.csv"), rtol=1e-5, atol=1e-7
+    )
 
     starts = _submitit_events(sweep, "Starting with JobEnvironment")
     after = lambda times, t: min((x for x in times if x > t), default=float("nan"))  # noqa: E731
-    print(f"requeued SLURM run: {len(signals)} time-out(s), {wall:.1f}s wall; signal -> resumed segment's first "
-          "epoch: " + ", ".join(f"{after(first_seen.values(), t) - t:.1f}s (process restarted after "
-                                f"{after(starts, t) - t:.1f}s)" for t in signals))
-    print(_epoch_rows(job / "csv" / "metrics.csv")[["step", "val/loss", "val/acc"]].join(
-        log[log["train/loss"].notna()].set_index("epoch")[["train/loss", "train/acc"]]).to_string())
+    print(
+        f"requeued SLURM run: {len(signals)} time-out(s), {wall:.1f}s wall; signal -> resumed segment's first "
+        "epoch: "
+        + ", ".join(
+            f"{after(first_seen.values(), t) - t:.1f}s (process restarted after {after(starts, t) - t:.1f}s)"
+            for t in signals
+        )
+    )
+    print(
+        _epoch_rows(job / "csv" / "metrics.csv")[["step", "val/loss", "val/acc"]]
+        .join(log[log["train/loss"].notna()].set_index("epoch")[["train/loss", "train/acc"]])
+        .to_string()
+    )

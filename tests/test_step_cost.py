@@ -1,4 +1,5 @@
 """Per-step work of the training callbacks that must not change what they compute."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,11 @@ def test_the_short_per_step_retraction_equals_the_long_one(layer):
     orthogonal weight moved by one optimizer step (every entry by up to 1e-2, above the presets' peak learning
     rates): the result is the 12-iteration one to float32 rounding, and orthogonal."""
     torch.manual_seed(0)
-    m = (SpectralLinear(1176, 64, max_norm=1.0, exact=True, orthogonal=True) if layer == "dense"
-         else SpectralConv2d((64, 7, 7), 24, kernel_size=1, max_norm=1.0, exact=True, orthogonal=True))
+    m = (
+        SpectralLinear(1176, 64, max_norm=1.0, exact=True, orthogonal=True)
+        if layer == "dense"
+        else SpectralConv2d((64, 7, 7), 24, kernel_size=1, max_norm=1.0, exact=True, orthogonal=True)
+    )
     assert m.step_bjorck_iters == 4  # the default
     with torch.no_grad():
         m.weight.add_(1e-2 * torch.randn(m.weight.shape).sign())  # an Adam step at lr 1e-2
@@ -50,6 +54,7 @@ def test_maxmin_is_a_permutation_in_every_mode(layout, pairs):
     input's memory layout kept, and the gradient a permutation of the output gradient — its norm preserved,
     ties included."""
     from stablenets.nn.activations import GroupSort
+
     torch.manual_seed(0)
     gs = GroupSort(2, pairs)
     x = torch.randn((3, 8) if layout == "dense" else (3, 8, 4, 4), dtype=torch.float64)

@@ -1,4 +1,5 @@
 """Sweeps with the real launchers (joblib, submitit's local executor), kill-and-resume, failures, W&B offline."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from stablenets.collect import read_sweep
 @pytest.mark.parametrize("launcher", ["local", "submitit_local"])
 def test_two_by_two_sweep(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    proc = cli(tmp_path, "-m", *TINY, "model.T=0.5,2.0", "seed=0,1", f"hydra/launcher={launcher}",
-               f"hydra.sweep.dir={sweep}")
+    proc = cli(
+        tmp_path, "-m", *TINY, "model.T=0.5,2.0", "seed=0,1", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs, curves = read_sweep(sweep)
     assert len(runs) == 4 and (runs.status == "finished").all()
@@ -104,9 +106,14 @@ def test_wandb_offline_run_holds_metrics_config_and_table(tmp_path):
     logged = {key(i): i.value_json for r in records if r.HasField("history") for i in r.history.item}
     assert float(logged["test/acc"]) == pytest.approx(_final(run)["test/acc"])
     assert any(k.startswith("test/robust_acc/eps_") for k in logged)
-    assert logged["robustness/curve/_type"] == "\"table-file\"" and "robustness/pgd_plot_table/path" in logged
+    assert logged["robustness/curve/_type"] == '"table-file"' and "robustness/pgd_plot_table/path" in logged
     tables = list((offline[0] / "files").rglob("*.table.json"))
-    assert tables and json.loads(tables[0].read_text())["columns"] == ["eps", "pgd_acc", "autoattack_acc", "certified_acc"]
+    assert tables and json.loads(tables[0].read_text())["columns"] == [
+        "eps",
+        "pgd_acc",
+        "autoattack_acc",
+        "certified_acc",
+    ]
     assert len(json.loads(tables[0].read_text())["data"]) == len(EPS)
 
 
@@ -118,8 +125,9 @@ def test_recipe_with_several_user_overrides_names_one_study(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     recipe = [*TINY, "seed=0,1", "hydra/launcher=local", "logger=csv"]
-    sweep = launch_sweep(recipe, ["trainer.max_epochs=1", "data.n_train=100", "logger=none"], "tiny",
-                         root=tmp_path / "sweeps")
+    sweep = launch_sweep(
+        recipe, ["trainer.max_epochs=1", "data.n_train=100", "logger=none"], "tiny", root=tmp_path / "sweeps"
+    )
     assert sweep.name == "tiny__data.n_train=100,trainer.max_epochs=1"  # logger= says how, not what: not in it
     runs, _ = read_sweep(sweep)
     assert len(runs) == 2 and (runs.status == "finished").all()

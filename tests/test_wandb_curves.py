@@ -1,5 +1,6 @@
 """W&B: each run's robustness curve is in its history as points against the ε axis (``robustness/eps``, a step
 metric), so a sweep's workspace overlays the curves natively.  Checked by reading the offline run files back."""
+
 from __future__ import annotations
 
 import json

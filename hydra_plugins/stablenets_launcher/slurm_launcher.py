@@ -1,4 +1,5 @@
 """``hydra/launcher=slurm``: the launcher of :mod:`stablenets.runner.slurm`, where Hydra looks for launchers."""
+
 from stablenets.runner.slurm import CheckedSlurmLauncher
 
 

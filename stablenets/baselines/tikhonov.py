@@ -6,6 +6,7 @@ r"""Tikhonov regularisation for ``y = A x + z`` (Section 6.1.1).
 ``τ*`` is chosen by a logarithmic grid search of the training error (Figure 7); ``L* = L(τ*)``.
 :func:`tau_for_lipschitz` inverts (34) to get the reconstruction with any prescribed Lipschitz constant.
 """
+
 from __future__ import annotations
 
 import math

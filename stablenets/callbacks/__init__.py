@@ -4,4 +4,12 @@ from .checkpoint import LastCheckpoint
 from .jacobian_norm import JacobianNormCallback, jacobian_norms
 from .power_method import PowerMethodCallback, tracked_modules
 
-__all__ = ["CertifiedValidation", "EpochBudget", "LastCheckpoint", "JacobianNormCallback", "jacobian_norms", "PowerMethodCallback", "tracked_modules"]
+__all__ = [
+    "CertifiedValidation",
+    "EpochBudget",
+    "LastCheckpoint",
+    "JacobianNormCallback",
+    "jacobian_norms",
+    "PowerMethodCallback",
+    "tracked_modules",
+]

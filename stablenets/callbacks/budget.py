@@ -19,6 +19,7 @@ the epochs so far), ``budget/epochs`` (planned; the cap without a budget), ``bud
 and ``memory/train_mb`` (that peak minus what was in use when training started), and
 ``model/parameters``.  The plan is saved with the checkpoints, so that a resumed run keeps it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -90,8 +91,10 @@ class EpochBudget(pl.Callback):
     def steps_per_epoch(trainer: pl.Trainer) -> int:
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
-            raise ValueError("EpochBudget needs a training set of known length (an iterable of unknown length "
-                             "cannot be stretched over)")
+            raise ValueError(
+                "EpochBudget needs a training set of known length (an iterable of unknown length "
+                "cannot be stretched over)"
+            )
         return math.ceil(int(batches) / trainer.accumulate_grad_batches)
 
     def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, budget: float) -> None:
@@ -135,10 +138,12 @@ class EpochBudget(pl.Callback):
         if self.planned is None and budget is not None:
             self._plan(trainer, pl_module, budget)
         peak = self.peak_mb(pl_module.device)
-        log = {"budget/seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds),
-               "budget/epochs": float(self.planned if self.planned is not None else trainer.max_epochs),
-               "budget/epochs_reached": float(trainer.current_epoch + 1),
-               "model/parameters": float(sum(p.numel() for p in pl_module.parameters()))}
+        log = {
+            "budget/seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds),
+            "budget/epochs": float(self.planned if self.planned is not None else trainer.max_epochs),
+            "budget/epochs_reached": float(trainer.current_epoch + 1),
+            "model/parameters": float(sum(p.numel() for p in pl_module.parameters())),
+        }
         if peak is not None:
             log["memory/peak_mb"] = peak
             if self._base_mb is not None:

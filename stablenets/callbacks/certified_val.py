@@ -7,6 +7,7 @@ the model's per-pair radius, ``convention='pairwise'``) above each ε; it logs `
 and, for the first ε, ``val/certified_acc`` (the metric a hyper-parameter search optimises).  One extra pass
 over the validation split per epoch.
 """
+
 from __future__ import annotations
 
 import lightning as pl
@@ -38,8 +39,9 @@ class CertifiedValidation(pl.Callback):
         net = pl_module.net  # refuse before training, not after the first epoch
         ok = isinstance(net, PairwiseBounded) if self.convention == "pairwise" else isinstance(net, LipschitzBounded)
         if not ok:
-            raise TypeError(f"CertifiedValidation: {type(net).__name__} cannot certify "
-                            f"(convention {self.convention!r})")
+            raise TypeError(
+                f"CertifiedValidation: {type(net).__name__} cannot certify (convention {self.convention!r})"
+            )
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

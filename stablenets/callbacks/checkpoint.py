@@ -6,6 +6,7 @@ truncated file.  This callback writes the whole trainer state (weights, power-me
 scheduler, loop counters) to a temporary file and renames it into place after every ``every_n_epochs``
 epochs and at the end of training.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ For a fixed test point, the spectral norm of ``∂x_{ℓ+1}/∂x_j`` — the las
 each earlier hidden state ``j = 1, …, ℓ`` — logged every ``every_n_steps`` optimizer steps.  By eq. (22)
 these are ≥ 1 for a stack of symplectic layers; for a deep MLP they collapse (vanishing gradients).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,7 @@ def jacobian_norms(net: torch.nn.Module, x: torch.Tensor) -> list[float]:
     states = net.hidden_states(x)
     norms = []
     for j in range(len(net.layers)):
+
         def tail(z, j=j):
             for layer in net.layers[j:]:
                 z = layer(z)
@@ -62,8 +64,9 @@ class JacobianNormCallback(pl.Callback):
             norms = jacobian_norms(pl_module.net, self._point)
         self.history.append((trainer.global_step, norms))
         if log:
-            pl_module.log_dict({f"jacobian/layer_{j + 1}": v for j, v in enumerate(norms)},
-                               on_step=True, on_epoch=False)
+            pl_module.log_dict(
+                {f"jacobian/layer_{j + 1}": v for j, v in enumerate(norms)}, on_step=True, on_epoch=False
+            )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.history or self.output_dir is None or not trainer.is_global_zero:

@@ -28,6 +28,7 @@ every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
 None of this certifies anything: eval-mode forwards and every reported bound use certified norms that
 are recomputed whenever the weights change (see ``stablenets.nn.spectral``).
 """
+
 from __future__ import annotations
 
 import lightning as pl
@@ -56,14 +57,24 @@ def broadcast_state(ops: list[SpectralOperator]) -> None:
     i = 0
     for m in ops:
         for t in (m.u, m.norm_estimate):
-            t.copy_(flat[i:i + t.numel()].view_as(t))
+            t.copy_(flat[i : i + t.numel()].view_as(t))
             i += t.numel()
 
 
 class PowerMethodCallback(pl.Callback):
-    def __init__(self, n_iters: int = 1, tol: float = 1e-3, max_iters: int = 1, converge_iters: int = 500,
-                 log_every_n_steps: int = 50, check_every_n_steps: int = 50, check_slack: float = 0.02,
-                 project: bool = True, check_iters: int = 5, converge_tol: float = 1e-6) -> None:
+    def __init__(
+        self,
+        n_iters: int = 1,
+        tol: float = 1e-3,
+        max_iters: int = 1,
+        converge_iters: int = 500,
+        log_every_n_steps: int = 50,
+        check_every_n_steps: int = 50,
+        check_slack: float = 0.02,
+        project: bool = True,
+        check_iters: int = 5,
+        converge_tol: float = 1e-6,
+    ) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
         self.n_iters, self.tol, self.max_iters = n_iters, tol, max_iters

@@ -8,10 +8,11 @@ device.  Under DDP each rank takes every ``world``-th index of the order (traini
 so that every rank takes the same number of steps; evaluation: all of them, the metrics are reduced as
 sums).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import lightning as pl
 import torch
@@ -34,8 +35,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class TensorBatches:
     """Batches of an in-memory split, indexed on ``device()`` (see the module docstring)."""
 
-    def __init__(self, dataset: TensorDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                 epoch: Callable[[], int] = lambda: 0, device: Callable[[], torch.device] = lambda: torch.device("cpu")) -> None:
+    def __init__(
+        self,
+        dataset: TensorDataset,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        device: Callable[[], torch.device] = lambda: torch.device("cpu"),
+    ) -> None:
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
         self._epoch, self._device = epoch, device
         self._on: dict[torch.device, tuple[torch.Tensor, ...]] = {}
@@ -57,7 +65,7 @@ class TensorBatches:
         tensors = self._tensors()
         idx = self._indices().to(tensors[0].device)
         for i in range(0, len(idx), self.batch_size):
-            take = idx[i:i + self.batch_size]
+            take = idx[i : i + self.batch_size]
             yield tuple(t[take] for t in tensors)
 
     def __len__(self) -> int:
@@ -100,8 +108,14 @@ class TensorDataModule(pl.LightningDataModule):
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def _batches(self, ds: TensorDataset, train: bool) -> TensorBatches:
-        return TensorBatches(ds, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
-                             epoch=self._epoch, device=self._device)
+        return TensorBatches(
+            ds,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            epoch=self._epoch,
+            device=self._device,
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches(self.train_set, True)

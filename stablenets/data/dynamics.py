@@ -5,13 +5,14 @@ Initial conditions are drawn (seeded) in a region that the true flow carries to 
 torchdiffeq (``rk4``, ``dt``) over ``horizon``; training pairs are ``(x, ẋ)`` sampled along the training
 trajectories, the test set keeps whole held-out trajectories for rollouts.
 """
+
 from __future__ import annotations
 
 import torch
 from torchdiffeq import odeint
 
-from ..systems import SYSTEMS
 from ..checks import check_count, check_positive
+from ..systems import SYSTEMS
 from .base import TensorDataModule
 
 
@@ -19,16 +20,31 @@ class DynamicsDataModule(TensorDataModule):
     out_dim = 2
     in_shape = (2,)
 
-    def __init__(self, system: str = "damped_pendulum", n_train_traj: int = 64, n_val_traj: int = 16,
-                 n_test_traj: int = 32, horizon: float = 5.0, dt: float = 0.05, radius: float = 2.5,
-                 noise: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self,
+        system: str = "damped_pendulum",
+        n_train_traj: int = 64,
+        n_val_traj: int = 16,
+        n_test_traj: int = 32,
+        horizon: float = 5.0,
+        dt: float = 0.05,
+        radius: float = 2.5,
+        noise: float = 0.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; allowed: {sorted(SYSTEMS)}")
         check_count(n_train_traj=n_train_traj, n_val_traj=n_val_traj, n_test_traj=n_test_traj)
         check_positive(horizon=horizon, dt=dt, radius=radius)
         self.system, self.field = system, SYSTEMS[system]
-        self.sizes, self.horizon, self.dt, self.radius, self.noise = (n_train_traj, n_val_traj, n_test_traj), horizon, dt, radius, noise
+        self.sizes, self.horizon, self.dt, self.radius, self.noise = (
+            (n_train_traj, n_val_traj, n_test_traj),
+            horizon,
+            dt,
+            radius,
+            noise,
+        )
         self.equilibrium = torch.zeros(2)
 
     def initial_conditions(self, n: int, g: torch.Generator) -> torch.Tensor:

@@ -5,6 +5,7 @@ locally first — an explicit ``data_dir``, then Debian's ``/usr/share/datasets/
 ``dataset-fashion-mnist``) — and downloaded through torchvision only when ``download=true``.
 The validation split is taken from training images *after* the first ``n_train``, never from the test set.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,12 +40,16 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError, gzip.BadGzipFile) as e:  # a truncated or corrupt .gz
         raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); replace it with a good copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or len(data) < 4 + 4 * data[3]:
-        raise DataError(f"{path} is not an IDX file of unsigned bytes (a damaged or truncated header); replace it with a good copy")
+        raise DataError(
+            f"{path} is not an IDX file of unsigned bytes (a damaged or truncated header); replace it with a good copy"
+        )
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}; replace it with a good copy")
+        raise DataError(
+            f"{path} is truncated: expected {int(np.prod(dims))} values, found {arr.size}; replace it with a good copy"
+        )
     return arr.reshape(dims)
 
 
@@ -95,9 +100,18 @@ def _idx_path(d: Path, name: str) -> Path | None:
 
 class ImageDataModule(TensorDataModule):
     box = (0.0, 1.0)  # pixel range: attacks keep their images in it
-    def __init__(self, name: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
-                 n_train: int | None = 30000, n_val: int = 1000, n_test: int | None = 1000, search_system: bool = True,
-                 **kwargs) -> None:
+
+    def __init__(
+        self,
+        name: str = "fashion_mnist",
+        data_dir: str | None = None,
+        download: bool = False,
+        n_train: int | None = 30000,
+        n_val: int = 1000,
+        n_test: int | None = 1000,
+        search_system: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if name not in DATASETS:
             raise ValueError(f"unknown image data set {name!r}; allowed: {sorted(DATASETS)}")
@@ -136,17 +150,25 @@ class ImageDataModule(TensorDataModule):
         debian = DATASETS[self.name][1]
         if self.data_dir:
             where = Path(os.path.expanduser(str(self.data_dir)))
-            state = "does not exist" if not where.exists() else "holds no " + ("CIFAR-10 batches" if DATASETS[self.name][3] == "cifar" else "IDX files")
+            state = (
+                "does not exist"
+                if not where.exists()
+                else "holds no " + ("CIFAR-10 batches" if DATASETS[self.name][3] == "cifar" else "IDX files")
+            )
             raise DataError(
                 f"data.data_dir={self.data_dir} {state} for data set {self.name!r}. Point data.data_dir at a folder "
                 f"with its files, drop data.data_dir to use "
                 + (f"Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian else "")
-                + "or allow the torchvision download into data.data_dir with data.download=true.")
+                + "or allow the torchvision download into data.data_dir with data.download=true."
+            )
         raise DataError(
             f"data set {self.name!r} not found and download is disabled. Either (1) set data.data_dir to a "
             f"folder with its files (searched: {[str(c) for c in self.candidates()] or 'none'}), "
-            + (f"(2) install Debian's copy at {debian} (apt-get install dataset-fashion-mnist), " if debian
-               else "(2) unpack torchvision's cifar-10-batches-py into data.data_dir, ")
+            + (
+                f"(2) install Debian's copy at {debian} (apt-get install dataset-fashion-mnist), "
+                if debian
+                else "(2) unpack torchvision's cifar-10-batches-py into data.data_dir, "
+            )
             + "or (3) allow the torchvision download with data.download=true."
         )
 
@@ -163,18 +185,24 @@ class ImageDataModule(TensorDataModule):
         have = available or self.available(d)
         n_tr, n_te = have["train"], have["test"]
         if n_tr >= 0 and self.n_val >= n_tr:
-            raise DataError(f"data.n_val={self.n_val} leaves no training images: {d} holds {n_tr} training images "
-                            f"({self.name}); lower data.n_val")
+            raise DataError(
+                f"data.n_val={self.n_val} leaves no training images: {d} holds {n_tr} training images "
+                f"({self.name}); lower data.n_val"
+            )
         if n_tr >= 0 and self.n_train is not None and self.n_train + self.n_val > n_tr:
-            raise DataError(f"data.n_train={self.n_train} asks for more training images than {d} holds: {n_tr} "
-                            f"({self.name}), of which data.n_val={self.n_val} are the validation split, so at most "
-                            f"{n_tr - self.n_val} train. Set data.n_train<={n_tr - self.n_val}, or data.n_train=null "
-                            "for all of them")
+            raise DataError(
+                f"data.n_train={self.n_train} asks for more training images than {d} holds: {n_tr} "
+                f"({self.name}), of which data.n_val={self.n_val} are the validation split, so at most "
+                f"{n_tr - self.n_val} train. Set data.n_train<={n_tr - self.n_val}, or data.n_train=null "
+                "for all of them"
+            )
         if n_te == 0:
             raise DataError(f"{d} holds no test images ({self.name}); replace the test files with good copies")
         if n_te > 0 and self.n_test is not None and self.n_test > n_te:
-            raise DataError(f"data.n_test={self.n_test} asks for more test images than {d} holds: {n_te} "
-                            f"({self.name}). Set data.n_test<={n_te}, or data.n_test=null for all of them")
+            raise DataError(
+                f"data.n_test={self.n_test} asks for more test images than {d} holds: {n_te} "
+                f"({self.name}). Set data.n_test<={n_te}, or data.n_test=null for all of them"
+            )
 
     # -- loading ----------------------------------------------------------------------------------
     def _load_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,8 +224,10 @@ class ImageDataModule(TensorDataModule):
         labels = torch.from_numpy(read_idx(_idx_path(d, lbl_name)).astype(np.int64))
         top = int(labels.max()) if len(labels) else 0
         if len(images) != len(labels) or images.dim() != 3 or top >= self.out_dim:
-            raise DataError(f"{_idx_path(d, img_name)} and {_idx_path(d, lbl_name)} do not match: {tuple(images.shape)} "
-                            f"images, {len(labels)} labels (max {top}); replace them with good copies")
+            raise DataError(
+                f"{_idx_path(d, img_name)} and {_idx_path(d, lbl_name)} do not match: {tuple(images.shape)} "
+                f"images, {len(labels)} labels (max {top}); replace them with good copies"
+            )
         return images.unsqueeze(1).float().div_(255.0), labels
 
     def build(self) -> None:
@@ -206,11 +236,13 @@ class ImageDataModule(TensorDataModule):
         x_te, y_te = self._load_split("test")
         for split, x in (("train", x_tr), ("test", x_te)):
             if tuple(x.shape[1:]) != self.in_shape:
-                raise DataError(f"the {split} images of {self.data_dir or self.locate()} are {tuple(x.shape[1:])}, not "
-                                f"{self.name}'s {self.in_shape}: these are not {self.name} files; replace them")
+                raise DataError(
+                    f"the {split} images of {self.data_dir or self.locate()} are {tuple(x.shape[1:])}, not "
+                    f"{self.name}'s {self.in_shape}: these are not {self.name} files; replace them"
+                )
         self.check_counts(self.locate(), {"train": len(x_tr), "test": len(x_te)})  # after a download too
         n_tr = len(x_tr) - self.n_val if self.n_train is None else self.n_train
         self.train_set = self.tensors(x_tr[:n_tr], y_tr[:n_tr])  # validation: the images after the training ones
-        self.val_set = self.tensors(x_tr[n_tr:n_tr + self.n_val], y_tr[n_tr:n_tr + self.n_val])
+        self.val_set = self.tensors(x_tr[n_tr : n_tr + self.n_val], y_tr[n_tr : n_tr + self.n_val])
         n_te = len(x_te) if self.n_test is None else self.n_test
         self.test_set = self.tensors(x_te[:n_te], y_te[:n_te])

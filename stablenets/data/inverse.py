@@ -5,6 +5,7 @@ Ground truth ``x†`` lies on a circular arc (Figures 1 and 6): ``x = (cos θ, s
 ``y = A x† + z`` (eq. 32) with ``A = [[1+ε, 1], [1, 1+ε]]``, ``ε = 1/4`` and white Gaussian ``z`` of std
 ``noise``.  Inputs are measurements, targets ground truths.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,16 @@ class InverseProblemDataModule(TensorDataModule):
     in_shape = (2,)
     out_dim = 2
 
-    def __init__(self, n_train: int = 100, n_val: int = 100, n_test: int = 500, eps: float = 0.25,
-                 noise: float = 0.1, spread: float = 0.02, **kwargs) -> None:
+    def __init__(
+        self,
+        n_train: int = 100,
+        n_val: int = 100,
+        n_test: int = 500,
+        eps: float = 0.25,
+        noise: float = 0.1,
+        spread: float = 0.02,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         check_count(n_train=n_train, n_val=n_val, n_test=n_test)
         check_nonnegative(noise=noise)

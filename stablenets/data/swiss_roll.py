@@ -4,6 +4,7 @@ Class 0 lies on the spiral ``r(t) = t (cos t, sin t)``, class 1 on the same spir
 ``t`` is uniform on ``[t_min, t_max]`` and Gaussian noise of std ``noise`` is added.  Coordinates are
 divided by ``t_max`` so the roll fits in the unit disc.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ from ..checks import check_count
 from .base import TensorDataModule
 
 
-def swiss_roll(n: int, generator: torch.Generator, noise: float = 0.01, turns: float = 1.25,
-               t_min: float = 0.5 * math.pi) -> tuple[torch.Tensor, torch.Tensor]:
+def swiss_roll(
+    n: int, generator: torch.Generator, noise: float = 0.01, turns: float = 1.25, t_min: float = 0.5 * math.pi
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` points in R² and labels in {0, 1}."""
     t_max = t_min + 2 * math.pi * turns
     labels = torch.randint(0, 2, (n,), generator=generator)
@@ -34,8 +36,16 @@ def embed(points: torch.Tensor) -> torch.Tensor:
 class SwissRollDataModule(TensorDataModule):
     out_dim = 2
 
-    def __init__(self, n_train: int = 1000, n_val: int = 500, n_test: int = 1000, noise: float = 0.01,
-                 turns: float = 1.25, embed_dim: int = 4, **kwargs) -> None:
+    def __init__(
+        self,
+        n_train: int = 1000,
+        n_val: int = 500,
+        n_test: int = 1000,
+        noise: float = 0.01,
+        turns: float = 1.25,
+        embed_dim: int = 4,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         check_count(n_train=n_train, n_val=n_val, n_test=n_test)
         if embed_dim not in (2, 4):
@@ -60,5 +70,6 @@ class SwissRollDataModule(TensorDataModule):
 
         x, y = self.test_set.tensors
         x2d = x[:, [0, 2]] if self.embed_dim == 4 else x
-        plot_decision_boundary(net, x2d, y, embed if self.embed_dim == 4 else (lambda p: p),
-                               Path(out_dir) / "decision_boundary.png", title)
+        plot_decision_boundary(
+            net, x2d, y, embed if self.embed_dim == 4 else (lambda p: p), Path(out_dir) / "decision_boundary.png", title
+        )

@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` models assembled from :mod:`stablenets.nn`.  Each takes ``in_shape`` and ``out_dim``
 (supplied by the data module) plus its own hyper-parameters from ``conf/model/*.yaml``."""
+
 from .certified import CertifiedConvNet
 from .conv import ConvNonExpansiveNet, ConvResNet
 from .dynamics import ContractingField, LyapunovStableField, VectorFieldMLP
@@ -10,4 +11,17 @@ from .mlp import MLP
 from .nonexpansive import NonExpansiveNet
 from .resnet import ResNet
 
-__all__ = ["CertifiedConvNet", "ContractingField", "LyapunovStableField", "VectorFieldMLP", "ConvNonExpansiveNet", "ConvResNet", "HNN", "InvNet", "LipConvNet", "MLP", "NonExpansiveNet", "ResNet"]
+__all__ = [
+    "CertifiedConvNet",
+    "ContractingField",
+    "LyapunovStableField",
+    "VectorFieldMLP",
+    "ConvNonExpansiveNet",
+    "ConvResNet",
+    "HNN",
+    "InvNet",
+    "LipConvNet",
+    "MLP",
+    "NonExpansiveNet",
+    "ResNet",
+]

@@ -1,4 +1,5 @@
 """Common pieces of the models: the lift → layers → head stack on flattened inputs."""
+
 from __future__ import annotations
 
 import math

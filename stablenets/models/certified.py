@@ -18,6 +18,7 @@ Lipschitz constants ``‖w_i − w_j‖ ≤ 2``), ``head='spectral'`` normalises
 net 1-Lipschitz).  Either way :meth:`pairwise_lipschitz` gives the constant ``K_ij = L_body ‖w_i − w_j‖`` of
 each logit difference, for the per-pair certificate ``min_{j≠y} (z_y − z_j)/K_yj`` (``certificate=pairwise``).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_count, check_positive
 from ..nn.activations import GroupSort
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import GradientFlowBlock, NonExpansiveBlock
 from ..nn.isometries import ChannelPad, L2Pool2d
 from ..nn.power import CERT_SLACK, dense_norm_bound
 from ..nn.spectral import SpectralConv2d, SpectralLinear
-from ..checks import check_count, check_positive
 
 LIFTS = ("pad", "conv")
 DOWNSAMPLE = ("unshuffle", "l2pool")
@@ -60,12 +61,30 @@ class RowNormalizedLinear(nn.Module):
 
 
 class CertifiedConvNet(nn.Module):
-    def __init__(self, in_shape, out_dim: int, channels=(16, 32), blocks=(2, 2), hidden_mult: int = 1,
-                 lift: str = "pad", downsample: str = "unshuffle", stem_unshuffle: bool = True, dense: int = 64,
-                 dense_blocks: int = 1, dense_activation: str = "groupsort", head: str = "rows", T: float = 1.98,
-                 margin: float = 0.01, activation: str = "relu", orthogonal_dense: bool = True,
-                 hidden: list[int] | None = None, L: float | None = None, stage_activation: str = "none",
-                 project_channels: int | None = None, maxmin_pairs: str = "adjacent") -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        channels=(16, 32),
+        blocks=(2, 2),
+        hidden_mult: int = 1,
+        lift: str = "pad",
+        downsample: str = "unshuffle",
+        stem_unshuffle: bool = True,
+        dense: int = 64,
+        dense_blocks: int = 1,
+        dense_activation: str = "groupsort",
+        head: str = "rows",
+        T: float = 1.98,
+        margin: float = 0.01,
+        activation: str = "relu",
+        orthogonal_dense: bool = True,
+        hidden: list[int] | None = None,
+        L: float | None = None,
+        stage_activation: str = "none",
+        project_channels: int | None = None,
+        maxmin_pairs: str = "adjacent",
+    ) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"CertifiedConvNet needs image inputs (C, H, W), got shape {tuple(in_shape)}")
@@ -74,18 +93,28 @@ class CertifiedConvNet(nn.Module):
             raise ValueError(f"hidden needs one entry per stage (or null: hidden_mult x channels), got {list(hidden)}")
         if not channels or len(blocks) != len(channels):
             raise ValueError(f"channels and blocks need one entry per stage, got {channels} and {blocks}")
-        check_count(hidden_mult=hidden_mult, dense=dense if dense else None, **{f"channels[{i}]": c for i, c in enumerate(channels)})
+        check_count(
+            hidden_mult=hidden_mult,
+            dense=dense if dense else None,
+            **{f"channels[{i}]": c for i, c in enumerate(channels)},
+        )
         check_count(0, dense_blocks=dense_blocks, **{f"blocks[{i}]": b for i, b in enumerate(blocks)})
         check_positive(T=T)
-        for name, value, allowed in (("lift", lift, LIFTS), ("downsample", downsample, DOWNSAMPLE), ("head", head, HEADS),
-                                     ("dense_activation", dense_activation, ("groupsort", "none")),
-                                     ("stage_activation", stage_activation, ("groupsort", "none"))):
+        for name, value, allowed in (
+            ("lift", lift, LIFTS),
+            ("downsample", downsample, DOWNSAMPLE),
+            ("head", head, HEADS),
+            ("dense_activation", dense_activation, ("groupsort", "none")),
+            ("stage_activation", stage_activation, ("groupsort", "none")),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         check_positive(L=L)
         if L is not None and head != "spectral":
-            raise ValueError("a prescribed Lipschitz bound L needs head=spectral (the whole net is then 1-Lipschitz, "
-                             "its output scaled by L); the rows head's norm is not 1")
+            raise ValueError(
+                "a prescribed Lipschitz bound L needs head=spectral (the whole net is then 1-Lipschitz, "
+                "its output scaled by L); the rows head's norm is not 1"
+            )
         if T * (1 + margin) > 2:
             raise ValueError(f"T must be < 2/(1 + margin) for one sub-step per block at norm 1, got {T}")
         self.in_shape = tuple(int(s) for s in in_shape)
@@ -109,13 +138,15 @@ class CertifiedConvNet(nn.Module):
                     parts.append(SpectralConv2d(shape, c, max_norm=1.0, exact=True))
                 shape = (c, *shape[1:])
             width_s = hidden[s] if hidden else c * hidden_mult
-            parts += [GradientFlowBlock(SpectralConv2d(shape, width_s, max_norm=1.0), T, activation, margin)
-                      for _ in range(n)]
+            parts += [
+                GradientFlowBlock(SpectralConv2d(shape, width_s, max_norm=1.0), T, activation, margin) for _ in range(n)
+            ]
             if stage_activation == "groupsort":
                 parts.append(GroupSort(2, maxmin_pairs))
         if project_channels:  # a 1x1 convolution with orthonormal rows: fewer features to flatten, no norm lost
-            parts.append(SpectralConv2d(shape, project_channels, kernel_size=1, max_norm=1.0, exact=True,
-                                        orthogonal=True))
+            parts.append(
+                SpectralConv2d(shape, project_channels, kernel_size=1, max_norm=1.0, exact=True, orthogonal=True)
+            )
             shape = (project_channels, *shape[1:])
         parts.append(nn.Flatten())
         width = math.prod(shape)
@@ -126,8 +157,11 @@ class CertifiedConvNet(nn.Module):
             parts += [NonExpansiveBlock(dense, dense, T, activation, margin, max_norm=1.0) for _ in range(dense_blocks)]
             width = dense
         self.body = nn.Sequential(*parts)
-        self.head = (RowNormalizedLinear(width, out_dim) if head == "rows"
-                     else SpectralLinear(width, out_dim, max_norm=1.0, exact=True))
+        self.head = (
+            RowNormalizedLinear(width, out_dim)
+            if head == "rows"
+            else SpectralLinear(width, out_dim, max_norm=1.0, exact=True)
+        )
         self.L = L
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

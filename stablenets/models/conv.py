@@ -13,6 +13,7 @@ blocks (and the lifting convolutions' constraint) differ:
   ``docs/design-notes.md``.
 * ``ConvResNet``: residual blocks ``x + B σ(Ax + b)`` (snippet 2) and plain lifting convolutions; no bound.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,11 +21,11 @@ import math
 import torch
 from torch import nn
 
+from ..checks import check_count, check_positive
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import NonExpansiveConvBlock
 from ..nn.residual import ConvResidualBlock
 from ..nn.spectral import SpectralConv2d, SpectralLinear
-from ..checks import check_count, check_positive
 
 
 def _check(in_shape, channels, blocks) -> tuple[int, int, int]:
@@ -53,9 +54,20 @@ class _ConvNet(nn.Module):
 
 
 class ConvNonExpansiveNet(_ConvNet):
-    def __init__(self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, T: float = 1.0,
-                 activation: str = "relu", margin: float = 0.01, max_norm: float | None = None,
-                 L: float | None = None, hidden_mult: int = 1, lift_max_norm: float | None = 1.0) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        channels=(8, 16),
+        blocks: int = 2,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        max_norm: float | None = None,
+        L: float | None = None,
+        hidden_mult: int = 1,
+        lift_max_norm: float | None = 1.0,
+    ) -> None:
         check_count(hidden_mult=hidden_mult)
         check_positive(T=T, L=L, lift_max_norm=lift_max_norm)
         shape = _check(in_shape, channels, blocks)
@@ -67,8 +79,12 @@ class ConvNonExpansiveNet(_ConvNet):
             lift = SpectralConv2d(shape, c, max_norm=lift_max_norm, exact=exact)
             shape = lift.out_shape
             stages.append(lift)
-            stages += [NonExpansiveConvBlock(shape, c * hidden_mult, T=T, activation=activation, margin=margin,
-                                             max_norm=max_norm) for _ in range(blocks)]
+            stages += [
+                NonExpansiveConvBlock(
+                    shape, c * hidden_mult, T=T, activation=activation, margin=margin, max_norm=max_norm
+                )
+                for _ in range(blocks)
+            ]
             stages.append(nn.AvgPool2d(2))
             shape = (shape[0], shape[1] // 2, shape[2] // 2)
         super().__init__(tuple(in_shape), stages, math.prod(shape), out_dim)
@@ -91,8 +107,9 @@ class ConvNonExpansiveNet(_ConvNet):
 
 
 class ConvResNet(_ConvNet):
-    def __init__(self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, hidden_mult: int = 1,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, hidden_mult: int = 1, activation: str = "relu"
+    ) -> None:
         shape = _check(in_shape, channels, blocks)
         check_count(hidden_mult=hidden_mult)
         stages: list[nn.Module] = []

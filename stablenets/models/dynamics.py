@@ -3,7 +3,8 @@ r"""Vector fields ``X: R^d → R^d`` for learning dynamics with a prescribed sta
 * :class:`VectorFieldMLP` — unconstrained ``X̂``.
 * :class:`LyapunovStableField` — eq. (29) (Kolter & Manek):
 
-  .. math::  X(x) = \hat X(x) - \nabla V(x)\,\frac{\mathrm{ReLU}(\nabla V(x)^\top \hat X(x) + \mu V(x))}{\|\nabla V(x)\|_2^2}
+  .. math::  X(x) = \hat X(x)
+             - \nabla V(x)\,\frac{\mathrm{ReLU}(\nabla V(x)^\top \hat X(x) + \mu V(x))}{\|\nabla V(x)\|_2^2}
 
   with ``V(x) = s(g(x) − g(x̄)) + ε‖x − x̄‖²``, ``g`` an input-convex network and ``s`` a smoothed ReLU
   (convex, non-decreasing, ``s(0) = 0``): ``V`` is convex, ``V(x̄) = 0``, ``V > 0`` elsewhere, and
@@ -12,6 +13,7 @@ r"""Vector fields ``X: R^d → R^d`` for learning dynamics with a prescribed sta
   ``A(x) = S(x) − (L(x)L(x)ᵀ + εI)``, ``S`` skew-symmetric, so ``Sym(A) = −(LLᵀ + εI)`` is negative definite
   and ``d/dt ½‖x − x̄‖² ≤ −ε‖x − x̄‖²``.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +66,16 @@ def smooth_relu(v: torch.Tensor, d: float = 0.1) -> torch.Tensor:
 
 
 class LyapunovStableField(nn.Module):
-    def __init__(self, in_shape, out_dim: int, width: int = 64, depth: int = 2, mu: float = 0.1,
-                 eps: float = 0.01, equilibrium: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        width: int = 64,
+        depth: int = 2,
+        mu: float = 0.1,
+        eps: float = 0.01,
+        equilibrium: list[float] | None = None,
+    ) -> None:
         super().__init__()
         d = math.prod(in_shape)
         check_count(depth=depth, width=width)
@@ -94,8 +104,15 @@ class LyapunovStableField(nn.Module):
 
 
 class ContractingField(nn.Module):
-    def __init__(self, in_shape, out_dim: int, width: int = 64, depth: int = 2, eps: float = 0.1,
-                 equilibrium: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        width: int = 64,
+        depth: int = 2,
+        eps: float = 0.1,
+        equilibrium: list[float] | None = None,
+    ) -> None:
         super().__init__()
         d = math.prod(in_shape)
         check_count(depth=depth, width=width)

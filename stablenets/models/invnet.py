@@ -1,6 +1,7 @@
 r"""InvNet (Section 6.1): a Lipschitz-bounded reconstruction network for the 2-D inverse problem.
 
-.. math::  \mathrm{InvNet}_L(y) = c \cdot \mathrm{project} \circ \Phi_\ell \circ \dots \circ \Phi_1 \circ \mathrm{lift}(y)
+.. math::  \mathrm{InvNet}_L(y) = c \cdot \mathrm{project} \circ \Phi_\ell \circ \dots \circ \Phi_1
+           \circ \mathrm{lift}(y)
 
 ``lift`` pads with zeros (2 → ``width``), ``project`` keeps the first coordinates, ``Φ_i`` are
 non-expansive blocks (eq. 18-19) and ``c`` is learnable, initialised to 1 and clamped to ``[−L, L]``:
@@ -13,6 +14,7 @@ longer effective integration time ``T‖A_i‖²``).  ``max_norm = c`` caps the 
 bounds the sum by ``depth · ⌈T c² (1+margin)/2⌉`` (:func:`~stablenets.nn.gradient_flow.substep_cap`) in
 training and evaluation alike.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,15 +23,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_count, check_positive
 from ..nn.gradient_flow import NonExpansiveBlock
 from ..nn.power import round_down
-from ..checks import check_count, check_positive
 
 
 class InvNet(nn.Module):
-    def __init__(self, in_shape, out_dim: int, L: float, depth: int = 5, width: int = 10, hidden: int | None = None,
-                 T: float = 1.0, activation: str = "relu", margin: float = 0.01,
-                 max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        L: float,
+        depth: int = 5,
+        width: int = 10,
+        hidden: int | None = None,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        max_norm: float | None = None,
+    ) -> None:
         super().__init__()
         in_dim = math.prod(in_shape)
         check_count(depth=depth, width=width, hidden=hidden)
@@ -37,8 +49,9 @@ class InvNet(nn.Module):
         if width < max(in_dim, out_dim):
             raise ValueError(f"width must be >= input and output dimensions ({in_dim}, {out_dim}), got {width}")
         self.in_dim, self.out_dim, self.width, self.L = in_dim, out_dim, width, float(L)
-        self.layers = nn.ModuleList(NonExpansiveBlock(width, hidden or width, T, activation, margin, max_norm)
-                                    for _ in range(depth))
+        self.layers = nn.ModuleList(
+            NonExpansiveBlock(width, hidden or width, T, activation, margin, max_norm) for _ in range(depth)
+        )
         self.c = nn.Parameter(torch.ones(()))
 
     def scale(self) -> torch.Tensor:

@@ -20,10 +20,11 @@ Sizes by base width: XS 16, S 32, M 64, L 128 (five blocks of five layers, kerne
 :func:`stablenets.nn.bounds.lipschitz_bound`; the head is not linear for the residual families, so the
 certificate is the plain ``m(x)/(√2 L)``.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -40,9 +41,18 @@ class LipConvNet(nn.Module):
     """``layer``: the family, ``{'conv': partial(in_shape, out_channels=None, kernel_size=...), 'dense': ...}``
     (``conf/model/layer/<family>.yaml``); only the convolutional member is used."""
 
-    def __init__(self, in_shape, out_dim: int, layer: Mapping[str, Callable[..., nn.Module] | None],
-                 size: str = "XS", base_width: int | None = None, blocks: int = 5, layers: int = 5,
-                 kernel_size: int = 3, center: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        layer: Mapping[str, Callable[..., nn.Module] | None],
+        size: str = "XS",
+        base_width: int | None = None,
+        blocks: int = 5,
+        layers: int = 5,
+        kernel_size: int = 3,
+        center: list[float] | None = None,
+    ) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"LipConvNet needs image inputs (C, H, W), got shape {tuple(in_shape)}")
@@ -59,7 +69,7 @@ class LipConvNet(nn.Module):
         c_in = int(in_shape[0])
         if c_in > base_width:
             raise ValueError(f"the input's {c_in} channels exceed base_width {base_width}")
-        width_out = base_width * 2 ** blocks
+        width_out = base_width * 2**blocks
         if out_dim > width_out:
             raise ValueError(f"out_dim {out_dim} exceeds the head's {width_out} channels")
         if center is not None and len(center) != c_in:
@@ -70,7 +80,7 @@ class LipConvNet(nn.Module):
         parts: dict[str, nn.Module] = {}
         if center is not None:
             parts["center"] = Translate(center)
-        pad = SpatialPad.to_multiple(self.in_shape, 2 ** blocks)
+        pad = SpatialPad.to_multiple(self.in_shape, 2**blocks)
         shape = pad.out_shape(self.in_shape)
         if shape != self.in_shape:
             parts["pad"] = pad
@@ -100,4 +110,3 @@ class LipConvNet(nn.Module):
     def lipschitz_bound(self) -> float:
         """Product of the parts' certified bounds on the actual input shape (eval mode)."""
         return lipschitz_bound(self.net, self.in_shape, "LipConvNet")
-

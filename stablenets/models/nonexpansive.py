@@ -5,23 +5,35 @@ exact norm enters :meth:`lipschitz_bound` — unless ``constrain_head``.  With a
 (``lipschitz=bound lipschitz.L=...``) lift and head are normalised to norm exactly 1 and the output is
 scaled by ``L``: the whole net is ``L``-Lipschitz and reports exactly ``L``.
 """
+
 from __future__ import annotations
 
 import math
 
 from torch import nn
 
+from ..checks import check_count, check_positive
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import NonExpansiveBlock
 from ..nn.spectral import SpectralLinear
-from ..checks import check_count, check_positive
 from .base import StackedNet
 
 
 class NonExpansiveNet(StackedNet):
-    def __init__(self, in_shape, out_dim: int, depth: int = 4, width: int = 16, hidden: int | None = None,
-                 T: float = 1.0, activation: str = "relu", margin: float = 0.01,
-                 constrain_lift: bool = True, constrain_head: bool = False, L: float | None = None) -> None:
+    def __init__(
+        self,
+        in_shape,
+        out_dim: int,
+        depth: int = 4,
+        width: int = 16,
+        hidden: int | None = None,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        constrain_lift: bool = True,
+        constrain_head: bool = False,
+        L: float | None = None,
+    ) -> None:
         check_count(depth=depth, width=width, hidden=hidden)
         check_positive(T=T, L=L)
         layers = [NonExpansiveBlock(width, hidden or width, T, activation, margin) for _ in range(depth)]

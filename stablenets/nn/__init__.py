@@ -3,6 +3,7 @@
 ``hamiltonian``), activations, and certified bounds of composed networks (``bounds``).  The 1-Lipschitz layer
 families of the field (CPL, SLL, AOL, SOC, Cayley, LOT, BCOP, Sandwich) are in :mod:`stablenets.nn.layers`,
 one module each."""
+
 from .activations import ACTIVATIONS, get_activation
 from .bounds import UnknownLayerError, lipschitz_bound
 from .gradient_flow import GradientFlowBlock, NonExpansiveBlock, NonExpansiveConvBlock, substeps_for
@@ -12,8 +13,27 @@ from .residual import ConvResidualBlock, MLPLayer, ResidualBlock, ResidualLayer
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 __all__ = [
-    "ACTIVATIONS", "get_activation", "UnknownLayerError", "lipschitz_bound", "GradientFlowBlock", "NonExpansiveBlock",
-    "NonExpansiveConvBlock", "substeps_for", "HamiltonianEulerBlock", "SymplecticEulerBlock", "symplectic_J",
-    "conv_norm_bound", "conv_ops", "dense_norm_bound", "dense_ops", "power_method", "ConvResidualBlock", "MLPLayer",
-    "ResidualBlock", "ResidualLayer", "SpectralConv2d", "SpectralLinear", "SpectralOperator",
+    "ACTIVATIONS",
+    "get_activation",
+    "UnknownLayerError",
+    "lipschitz_bound",
+    "GradientFlowBlock",
+    "NonExpansiveBlock",
+    "NonExpansiveConvBlock",
+    "substeps_for",
+    "HamiltonianEulerBlock",
+    "SymplecticEulerBlock",
+    "symplectic_J",
+    "conv_norm_bound",
+    "conv_ops",
+    "dense_norm_bound",
+    "dense_ops",
+    "power_method",
+    "ConvResidualBlock",
+    "MLPLayer",
+    "ResidualBlock",
+    "ResidualLayer",
+    "SpectralConv2d",
+    "SpectralLinear",
+    "SpectralOperator",
 ]

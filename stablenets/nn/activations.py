@@ -5,9 +5,10 @@ A non-expansive block ``x - h Aᵀσ(Ax + b)`` is the explicit Euler step of ``-
 ``k‖A‖²``-Lipschitz when σ is ``k``-Lipschitz, so the step-size rule (eq. 19) becomes
 ``h ≤ 2 / (k‖A‖²)`` (Exercise 15).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -12,7 +12,8 @@ bound; a module it has no rule for raises :class:`UnknownLayerError` naming it �
   ``‖A‖² = ρ(AᵀA)`` is bounded above by the Collatz–Wielandt ratio ``max_i (AᵀAv)_i / v_i`` for any
   positive ``v`` — and equals it for the Perron vector, which the power method approaches: exact in the
   limit, an upper bound at every iterate;
-* ``MaxPool2d``, ``AdaptiveMaxPool2d``: ``√(max number of windows covering one input)`` — each output moves by at most the largest
+* ``MaxPool2d``, ``AdaptiveMaxPool2d``: ``√(max number of windows covering one input)`` — each output moves by at
+  most the largest
   change in its window, and a change at a pixel that is the maximum of every window covering it attains it;
 * reshapes and permutations (``Identity``, ``Flatten``, ``Unflatten``, ``PixelShuffle``, ``PixelUnshuffle``),
   dropout (the identity in eval mode): 1;
@@ -21,11 +22,12 @@ bound; a module it has no rule for raises :class:`UnknownLayerError` naming it �
 
 Bounds are float64 Python floats, enlarged by ``CERT_SLACK`` where float64 arithmetic could round down.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +36,23 @@ from torch import nn
 from ..contracts import LipschitzBounded
 from .power import CERT_SLACK, conv_norm_bound, dense_norm_bound
 
-ONE = (nn.Identity, nn.Flatten, nn.Unflatten, nn.PixelShuffle, nn.PixelUnshuffle, nn.Dropout, nn.Dropout1d,
-       nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Tanh, nn.Softplus)
+ONE = (
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.Tanh,
+    nn.Softplus,
+)
 
 
 class UnknownLayerError(ValueError):
@@ -77,8 +94,12 @@ def _bound(module: nn.Module, shape: tuple[int, ...], name: str) -> tuple[float,
 @torch.no_grad()
 def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     param = next(module.parameters(), None)
-    probe = torch.zeros(1, *shape, dtype=param.dtype if param is not None else torch.float32,
-                        device=param.device if param is not None else "cpu")
+    probe = torch.zeros(
+        1,
+        *shape,
+        dtype=param.dtype if param is not None else torch.float32,
+        device=param.device if param is not None else "cpu",
+    )
     return tuple(module(probe).shape[1:])
 
 
@@ -96,9 +117,16 @@ def _part_bound(module: nn.Module, shape: tuple[int, ...], name: str) -> float:
     if isinstance(module, nn.Linear):
         return float(dense_norm_bound(module.weight))
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1 or module.dilation != (1, 1) or module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise UnknownLayerError(f"{name}: no Lipschitz rule for {module} (only zero-padded convolutions with "
-                                    "numeric padding, groups=1, dilation=1)")
+        if (
+            module.groups != 1
+            or module.dilation != (1, 1)
+            or module.padding_mode != "zeros"
+            or isinstance(module.padding, str)
+        ):
+            raise UnknownLayerError(
+                f"{name}: no Lipschitz rule for {module} (only zero-padded convolutions with "
+                "numeric padding, groups=1, dilation=1)"
+            )
         return float(conv_norm_bound(module.weight, shape, module.stride, module.padding))
     if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return nonnegative_operator_norm(module, shape)
@@ -107,10 +135,16 @@ def _part_bound(module: nn.Module, shape: tuple[int, ...], name: str) -> float:
     if isinstance(module, nn.AdaptiveMaxPool2d):
         return adaptive_maxpool_bound(module, shape)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.running_var is not None:
-        gamma = module.weight.detach().double() if module.weight is not None else torch.ones_like(module.running_var).double()
+        gamma = (
+            module.weight.detach().double()
+            if module.weight is not None
+            else torch.ones_like(module.running_var).double()
+        )
         return float((gamma.abs() / (module.running_var.double() + module.eps).sqrt()).max()) * (1 + CERT_SLACK)
-    raise UnknownLayerError(f"{name}: no certified Lipschitz rule for {type(module).__name__} ({module}); give it a "
-                            "lipschitz_bound() method or use a layer with a known rule")
+    raise UnknownLayerError(
+        f"{name}: no certified Lipschitz rule for {type(module).__name__} ({module}); give it a "
+        "lipschitz_bound() method or use a layer with a known rule"
+    )
 
 
 def _channel_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -160,8 +194,9 @@ def maxpool_bound(pool: nn.MaxPool2d, shape: tuple[int, ...], name: str = "MaxPo
         raise UnknownLayerError(f"{name}: no Lipschitz rule for a dilated max pooling ({pool})")
     x = torch.zeros(_channel_shape(shape), dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():  # window membership counts: the adjoint of a sum pooling applied to ones
-        windows = F.avg_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
-                               count_include_pad=True, divisor_override=1)
+        windows = F.avg_pool2d(
+            x, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, count_include_pad=True, divisor_override=1
+        )
         (counts,) = torch.autograd.grad(windows.sum(), x)
     expected = F.max_pool2d(x.detach(), pool.kernel_size, pool.stride, pool.padding, 1, pool.ceil_mode).shape
     if windows.shape != expected:  # the two poolings must agree on the windows

@@ -20,6 +20,7 @@ The step-size rule, by mode:
 potential, so the guarantee is unchanged — which caps the sub-step count at ``⌈T k c² (1+margin)/2⌉``
 when the optimizer inflates ``‖A‖`` (the cost of an epoch otherwise grows with ``‖A‖²``).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,8 @@ import math
 import torch
 from torch import nn
 
-from .activations import get_activation
 from ..checks import check_nonnegative, check_positive
+from .activations import get_activation
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 
@@ -72,15 +73,21 @@ def euler_substeps(x: torch.Tensor, n: int, h: float, op, op_t, act) -> torch.Te
     return x
 
 
-def _refresh_after_load(block: "GradientFlowBlock", _keys) -> None:
+def _refresh_after_load(block: GradientFlowBlock, _keys) -> None:
     block.refresh_substeps()  # the loaded estimate sets the training sub-step count
 
 
 class GradientFlowBlock(nn.Module):
     """``n`` explicit Euler sub-steps of ``ẋ = −Aᵀσ(Ax + b)`` over time ``T`` (see the module docstring)."""
 
-    def __init__(self, op: SpectralOperator, T: float = 1.0, activation: str = "relu", margin: float = 0.01,
-                 eval_margin: float = 1e-6) -> None:
+    def __init__(
+        self,
+        op: SpectralOperator,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        eval_margin: float = 1e-6,
+    ) -> None:
         super().__init__()
         check_positive(T=T)
         check_nonnegative(margin=margin, eval_margin=eval_margin)
@@ -117,7 +124,9 @@ class GradientFlowBlock(nn.Module):
             n = self._eval_substeps(norm)
         n = n_steps or n
         op = self.op
-        return euler_substeps(x, n, self.T / n, lambda z: op.matvec(z, w, op.bias), lambda v: op.rmatvec(v, w), self.act)
+        return euler_substeps(
+            x, n, self.T / n, lambda z: op.matvec(z, w, op.bias), lambda v: op.rmatvec(v, w), self.act
+        )
 
     def lipschitz_bound(self) -> float:
         """1, by eq. (19) with the certified norm (eval-mode sub-steps)."""
@@ -127,17 +136,31 @@ class GradientFlowBlock(nn.Module):
 class NonExpansiveBlock(GradientFlowBlock):
     """Dense block of snippet 1: ``A ∈ R^{hidden×dim}``."""
 
-    def __init__(self, dim: int, hidden: int | None = None, T: float = 1.0, activation: str = "relu",
-                 margin: float = 0.01, max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int | None = None,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        max_norm: float | None = None,
+    ) -> None:
         super().__init__(SpectralLinear(dim, hidden or dim, max_norm=max_norm), T, activation, margin)
 
 
 class NonExpansiveConvBlock(GradientFlowBlock):
     """Convolutional block: ``A`` a stride-1 'same' convolution on ``in_shape``, ``Aᵀ`` its adjoint."""
 
-    def __init__(self, in_shape: tuple[int, int, int], hidden: int | None = None, kernel_size: int = 3,
-                 T: float = 1.0, activation: str = "relu", margin: float = 0.01,
-                 max_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        hidden: int | None = None,
+        kernel_size: int = 3,
+        T: float = 1.0,
+        activation: str = "relu",
+        margin: float = 0.01,
+        max_norm: float | None = None,
+    ) -> None:
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for a shape-preserving block, got {kernel_size}")
         op = SpectralConv2d(in_shape, hidden or int(in_shape[0]), kernel_size, max_norm=max_norm)

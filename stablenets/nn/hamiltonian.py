@@ -4,13 +4,14 @@ r"""Hamiltonian layers (Section 4): state ``x = (q, p) ∈ R^{2d}``, step size `
 * :class:`SymplecticEulerBlock`  — the symplectic Euler step of eq. (28): ``∂ψᵀ J ∂ψ = J`` (eq. 23), hence
   ``‖∂ψ‖₂ ≥ 1`` (eq. 22) and no vanishing gradients through a stack of them.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .activations import get_activation
 from ..checks import check_positive
+from .activations import get_activation
 
 
 def symplectic_J(d2: int, dtype=None, device=None) -> torch.Tensor:
@@ -32,7 +33,8 @@ class _HamiltonianBlock(nn.Module):
 
 
 class HamiltonianEulerBlock(_HamiltonianBlock):
-    r""".. math::  \Phi(x) = x + h J A^\top \sigma(Ax + a),  \qquad H(x) = \langle 1, \gamma(Ax + a)\rangle  \quad (26)"""
+    r""".. math::  \Phi(x) = x + h J A^\top \sigma(Ax + a),  \qquad
+    H(x) = \langle 1, \gamma(Ax + a)\rangle  \quad (26)"""
 
     def __init__(self, dim: int, h: float = 0.1, activation: str = "tanh") -> None:
         super().__init__(dim, h, activation)

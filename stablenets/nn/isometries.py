@@ -10,6 +10,7 @@
 
 ``nn.PixelUnshuffle`` (an invertible permutation, ``C×H×W → Ck²×H/k×W/k``) needs no class of its own.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,7 @@ class L2Pool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the sum of squares of each window, k² times its average; eps keeps the gradient finite at 0
-        return (F.avg_pool2d(x * x, self.k) * self.k ** 2 + self.eps).sqrt()
+        return (F.avg_pool2d(x * x, self.k) * self.k**2 + self.eps).sqrt()
 
     def lipschitz_bound(self) -> float:
         return 1.0
@@ -55,7 +56,7 @@ class SpatialPad(nn.Module):
         self.pad = (int(left), int(right), int(top), int(bottom))
 
     @classmethod
-    def to_multiple(cls, shape: tuple[int, ...], multiple: int) -> "SpatialPad":
+    def to_multiple(cls, shape: tuple[int, ...], multiple: int) -> SpatialPad:
         """Pads ``(C, H, W)`` as evenly as possible on both sides up to the next multiple of ``multiple``."""
         extra_h, extra_w = (-shape[1]) % multiple, (-shape[2]) % multiple
         return cls(extra_h // 2, extra_h - extra_h // 2, extra_w // 2, extra_w - extra_w // 2)

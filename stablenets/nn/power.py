@@ -17,9 +17,10 @@ pass applies may be the stored one with its subnormal entries zeroed.  The two d
 of the zeroed entries' magnitudes, below ``numel · 2⁻¹²⁶``: with that added the bound holds for either
 operator, whatever the flag was when the bound or the forward pass was computed.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,12 +105,20 @@ def conv_geometry(weight_shape, in_shape: tuple[int, int, int], stride=1, paddin
     _, h, w = in_shape
     k_h, k_w = weight_shape[-2:]
     out_h, out_w = conv_output_size(h, k_h, s_h, p_h), conv_output_size(w, k_w, s_w, p_w)
-    return {"stride": (s_h, s_w), "padding": (p_h, p_w),
-            "output_padding": (h - ((out_h - 1) * s_h - 2 * p_h + k_h), w - ((out_w - 1) * s_w - 2 * p_w + k_w))}
+    return {
+        "stride": (s_h, s_w),
+        "padding": (p_h, p_w),
+        "output_padding": (h - ((out_h - 1) * s_h - 2 * p_h + k_h), w - ((out_w - 1) * s_w - 2 * p_w + k_w)),
+    }
 
 
-def conv_adjoint(v: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
-                 output_padding: tuple[int, int]) -> torch.Tensor:
+def conv_adjoint(
+    v: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    output_padding: tuple[int, int],
+) -> torch.Tensor:
     """The exact adjoint of ``conv2d(·, weight, stride, padding)`` applied to ``v`` (see :func:`conv_geometry`)."""
     k_h, k_w = weight.shape[-2:]
     if stride == (1, 1) and (2 * padding[0], 2 * padding[1]) == (k_h - 1, k_w - 1):
@@ -163,7 +172,7 @@ def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride
     out_c, in_c = symbol.shape[-2:]
     gram = symbol @ symbol.mH if out_c <= in_c else symbol.mH @ symbol
     top = torch.linalg.eigvalsh(gram)[..., -1]
-    rounding = 4 * (max(out_c, in_c) + 2) * 2.0 ** -53 * symbol.abs().square().sum((-2, -1))
+    rounding = 4 * (max(out_c, in_c) + 2) * 2.0**-53 * symbol.abs().square().sum((-2, -1))
     bound = (top + rounding).max().clamp_min(0).sqrt()
     del stride  # subsampling only lowers the norm
     return bound * (1 + CERT_SLACK) + flush_slack(weight)

@@ -6,14 +6,15 @@ r"""Feed-forward and residual layers of Sections 1 and 4 (unconstrained: no Lips
 * :class:`ResidualBlock`      — ``x + B σ(Ax + b)`` (snippet 2), dense
 * :class:`ConvResidualBlock`  — the same with convolutions
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..checks import check_positive
 from .activations import get_activation
 from .gradient_flow import cpu_layout
-from ..checks import check_positive
 
 FORMS = ("two_matrix", "one_matrix")
 
@@ -34,7 +35,9 @@ class MLPLayer(nn.Module):
 
 
 class ResidualLayer(nn.Module):
-    def __init__(self, dim: int, hidden: int, activation: str = "tanh", h: float = 1.0, form: str = "two_matrix") -> None:
+    def __init__(
+        self, dim: int, hidden: int, activation: str = "tanh", h: float = 1.0, form: str = "two_matrix"
+    ) -> None:
         super().__init__()
         check_positive(h=h)
         self.body = MLPLayer(dim, hidden, activation, form)

@@ -23,16 +23,25 @@ against the reported bound (see :meth:`SpectralOperator._verified`): the eval-mo
 weights is never above :meth:`lipschitz_bound`, in exact arithmetic on those weights; the rounding of
 the forward's own arithmetic is what the blocks' ``eval_margin`` covers.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .power import (Operator, conv_adjoint, conv_geometry, conv_norm_bound, conv_ops, conv_output_size,
-                    dense_norm_bound, power_method, round_down)
+from .power import (
+    Operator,
+    conv_adjoint,
+    conv_geometry,
+    conv_norm_bound,
+    conv_ops,
+    conv_output_size,
+    dense_norm_bound,
+    power_method,
+    round_down,
+)
 
 
 def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
@@ -73,8 +82,14 @@ class SpectralOperator(nn.Module):
     #: to float32 rounding for steps of up to 1e-2 per entry (tests/test_step_cost.py), at a third of the cost
     step_bjorck_iters: int = 4
 
-    def __init__(self, u_shape: tuple[int, ...], max_norm: float | None = None, exact: bool = False,
-                 orthogonal: bool = False, warm_iters: int = 50) -> None:
+    def __init__(
+        self,
+        u_shape: tuple[int, ...],
+        max_norm: float | None = None,
+        exact: bool = False,
+        orthogonal: bool = False,
+        warm_iters: int = 50,
+    ) -> None:
         super().__init__()
         check_positive(max_norm=max_norm)
         if exact and max_norm is None:
@@ -155,9 +170,15 @@ class SpectralOperator(nn.Module):
         with the certified norm: recomputed whenever the weight's values change."""
         cert = self.certified_norm()
         w = self.weight.detach()
-        if self._scale is not None and self._scale[0] is cert and not (
-                torch.is_tensor(self._scale[1]) and self._scale[1].is_inference()
-                and not torch.is_inference_mode_enabled()):  # a scale from inference mode cannot enter autograd
+        if (
+            self._scale is not None
+            and self._scale[0] is cert
+            and not (
+                torch.is_tensor(self._scale[1])
+                and self._scale[1].is_inference()
+                and not torch.is_inference_mode_enabled()
+            )
+        ):  # a scale from inference mode cannot enter autograd
             return self._scale[1], self._scale[2]
         if self.max_norm is None:
             scale, bound = None, float(cert)
@@ -167,7 +188,7 @@ class SpectralOperator(nn.Module):
             if not self.exact:
                 s = s.clamp(max=1.0)
             scale = round_down(s, w.dtype).to(w.device)
-            shrink = 1 - (1e-3 if w.dtype in (torch.bfloat16, torch.float16) else 2.0 ** -20)
+            shrink = 1 - (1e-3 if w.dtype in (torch.bfloat16, torch.float16) else 2.0**-20)
             while scale > 0 and float(self._certify(w * scale)) > target:
                 scale = round_down(scale.double() * shrink, w.dtype)
             bound = target
@@ -213,7 +234,8 @@ class SpectralOperator(nn.Module):
     def project_(self) -> int:
         """Rescale the stored weight to the norm cap where the estimate exceeds it (exact: always to ``c``).
 
-        The forward pass uses ``A·min(1, c/σ̂)`` (or ``A·c/σ̂``, ``σ̂`` the estimate), so ``A ← A·c/σ̂`` and ``σ̂ ← c`` leave the
+        The forward pass uses ``A·min(1, c/σ̂)`` (or ``A·c/σ̂``, ``σ̂`` the estimate), so ``A ← A·c/σ̂`` and ``σ̂ ← c``
+        leave the
         layer's function unchanged.  It only stops the *stored* weight from inflating: with ``‖A‖ ≫ c``
         every optimizer update of the effective weight shrinks by ``c/‖A‖`` and training stalls.
 
@@ -228,8 +250,15 @@ class SpectralOperator(nn.Module):
 class SpectralLinear(SpectralOperator):
     """A dense layer ``x ↦ A x + b`` with tracked and certified ``‖A‖₂`` (exact SVD)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, max_norm: float | None = None,
-                 exact: bool = False, orthogonal: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        max_norm: float | None = None,
+        exact: bool = False,
+        orthogonal: bool = False,
+    ) -> None:
         super().__init__((in_features,), max_norm, exact, orthogonal)
         lin = nn.Linear(in_features, out_features, bias=bias)
         self.weight, self.bias = lin.weight, lin.bias
@@ -256,9 +285,18 @@ class SpectralConv2d(SpectralOperator):
     reshaped kernel; the certified bound comes from the kernel's Fourier symbol (:func:`conv_norm_bound`).
     """
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | None = None, bias: bool = True, max_norm: float | None = None,
-                 exact: bool = False, orthogonal: bool = False) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        bias: bool = True,
+        max_norm: float | None = None,
+        exact: bool = False,
+        orthogonal: bool = False,
+    ) -> None:
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3:
             raise ValueError(f"in_shape must be (C, H, W), got {in_shape}")
@@ -277,8 +315,11 @@ class SpectralConv2d(SpectralOperator):
     def out_shape(self) -> tuple[int, int, int]:
         k = self.weight.shape[-1]
         _, h, w = self.in_shape
-        return (self.weight.shape[0], conv_output_size(h, k, self.stride, self.padding),
-                conv_output_size(w, k, self.stride, self.padding))
+        return (
+            self.weight.shape[0],
+            conv_output_size(h, k, self.stride, self.padding),
+            conv_output_size(w, k, self.stride, self.padding),
+        )
 
     def matvec(self, x, weight, bias=None):
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
@@ -296,8 +337,10 @@ class SpectralConv2d(SpectralOperator):
         return conv_norm_bound(weight, self.in_shape, self.stride, self.padding)
 
     def extra_repr(self) -> str:
-        return (f"in_shape={self.in_shape}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
-                f"stride={self.stride}, padding={self.padding}, max_norm={self.max_norm}, exact={self.exact}")
+        return (
+            f"in_shape={self.in_shape}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
+            f"stride={self.stride}, padding={self.padding}, max_norm={self.max_norm}, exact={self.exact}"
+        )
 
 
 # -- the per-step work of PowerMethodCallback, for all layers at once ---------------------------------------
@@ -305,6 +348,7 @@ class SpectralConv2d(SpectralOperator):
 # norm, a division and two buffer writes per layer cost as much as its two single-image convolutions.  The
 # two functions below do the element-wise work once for all layers (``torch._foreach_*``, as torch.optim's
 # foreach optimizers do); the convolutions stay per layer.
+
 
 @torch.no_grad()
 def power_steps(ops: list[SpectralOperator]) -> None:
@@ -318,7 +362,7 @@ def power_steps(ops: list[SpectralOperator]) -> None:
     ws = [m.rmatvec(m.matvec(m.u, w), w) for m in ops for w in (m.weight.detach(),)]
     us = [m.u for m in ops]
     tiny = torch.finfo(us[0].dtype).tiny
-    torch._foreach_add_(ws, us, alpha=1e-15 if tiny < 1e-30 else tiny ** 0.5)  # α² stays a normal number
+    torch._foreach_add_(ws, us, alpha=1e-15 if tiny < 1e-30 else tiny**0.5)  # α² stays a normal number
     norms = torch._foreach_norm(ws)
     torch._foreach_div_(ws, norms)
     torch._foreach_copy_(us, ws)

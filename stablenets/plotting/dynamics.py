@@ -1,4 +1,5 @@
 """Figures 3 and 5 and the learned-dynamics figure (vector fields, long rollouts)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,9 @@
 """The paper's figures, written as PNG files.  Every function takes data, not models' internals."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -23,7 +24,9 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
 
 
 @torch.no_grad()
-def plot_decision_boundary(net: torch.nn.Module, x2d: torch.Tensor, y: torch.Tensor, embed, path, title: str = "") -> Path:
+def plot_decision_boundary(
+    net: torch.nn.Module, x2d: torch.Tensor, y: torch.Tensor, embed, path, title: str = ""
+) -> Path:
     """Figure 2/4 (top): predicted class over a grid of the plane, with the data on top."""
     lo, hi = x2d.min(0).values - 0.2, x2d.max(0).values + 0.2
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy")
@@ -56,8 +59,16 @@ def plot_jacobian_norms(history: Sequence[tuple[int, list[float]]], path, title:
     return save_figure(ax.figure, path) if own else None
 
 
-def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path, xlabel: str, ylabel: str,
-                title: str = "", logx: bool = False, logy: bool = False, marker: str = "o") -> Path:
+def plot_curves(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    marker: str = "o",
+) -> Path:
     """Generic line plot: ``{label: (x, y)}``."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for label, (x, y) in curves.items():

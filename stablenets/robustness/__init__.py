@@ -3,5 +3,16 @@ from .curve import autoattack_l2, robustness_curve
 from .lipschitz import empirical_lipschitz, jacobian_norm_search
 from .pgd import PGDResult, attack_loss, pgd_l2, pgd_l2_plain
 
-__all__ = ["certified_accuracy", "certified_radius", "margins", "autoattack_l2", "robustness_curve", "PGDResult",
-           "attack_loss", "pgd_l2", "pgd_l2_plain", "empirical_lipschitz", "jacobian_norm_search"]
+__all__ = [
+    "certified_accuracy",
+    "certified_radius",
+    "margins",
+    "autoattack_l2",
+    "robustness_curve",
+    "PGDResult",
+    "attack_loss",
+    "pgd_l2",
+    "pgd_l2_plain",
+    "empirical_lipschitz",
+    "jacobian_norm_search",
+]

@@ -7,6 +7,7 @@ model that knows the Lipschitz constant ``K_ij`` of each logit difference ``Φ_i
 an ``L``-Lipschitz body: ``K_ij = L_body ‖w_i − w_j‖``, method ``pairwise_lipschitz()``) certifies
 ``min_{j≠k̂} (Φ_k̂ − Φ_j)(x) / K_k̂j`` (``certificate: pairwise``), never below the √2 radius.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,15 +46,17 @@ def certified_radius(logits: torch.Tensor, lipschitz: float | torch.Tensor, conv
 
 
 @torch.no_grad()
-def certified_mask(logits: torch.Tensor, y: torch.Tensor, lipschitz, eps: list[float],
-                   convention: str = "sqrt2") -> torch.Tensor:
+def certified_mask(
+    logits: torch.Tensor, y: torch.Tensor, lipschitz, eps: list[float], convention: str = "sqrt2"
+) -> torch.Tensor:
     """``(len(eps), N)``: correctly classified with certified radius above ε (the bound is strict; ε = 0: correct)."""
     radius = certified_radius(logits, lipschitz, convention)
     correct = logits.argmax(1) == y
     return torch.stack([correct & (radius > e) if e > 0 else correct for e in eps])
 
 
-def certified_accuracy(logits: torch.Tensor, y: torch.Tensor, lipschitz, eps: list[float],
-                       convention: str = "sqrt2") -> list[float]:
+def certified_accuracy(
+    logits: torch.Tensor, y: torch.Tensor, lipschitz, eps: list[float], convention: str = "sqrt2"
+) -> list[float]:
     """Fraction of points correctly classified whose certified radius exceeds ε."""
     return certified_mask(logits, y, lipschitz, eps, convention).float().mean(1).tolist()

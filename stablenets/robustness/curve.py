@@ -1,4 +1,5 @@
 """A robustness curve for one trained classifier: ε, PGD accuracy, AutoAttack accuracy, certified accuracy."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,9 @@ from typing import Any
 import torch
 
 from ..contracts import LipschitzBounded, PairwiseBounded
-from .progress import LoopProgress
 from .certify import certified_mask
 from .pgd import accuracy, pgd_l2, predict
+from .progress import LoopProgress
 
 
 def take(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,9 +28,18 @@ def take(loader, n: int | None, device) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
-def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_size: int = 500, seed: int = 0,
-                  clip: tuple[float, float] | None = (0.0, 1.0), robust: torch.Tensor | None = None,
-                  progress=None) -> list[float]:
+def autoattack_l2(
+    net,
+    x,
+    y,
+    eps: list[float],
+    version: str = "standard",
+    batch_size: int = 500,
+    seed: int = 0,
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    robust: torch.Tensor | None = None,
+    progress=None,
+) -> list[float]:
     """AutoAttack (L2) through torchattacks, one ε at a time; ε = 0 is the clean accuracy.
 
     ``robust`` (``(len(eps), N)``, certified pairs) are counted correct without being attacked: no attack
@@ -51,15 +61,16 @@ def autoattack_l2(net, x, y, eps: list[float], version: str = "standard", batch_
         if e == 0:
             accs.append(accuracy(model, x, y))
             continue
-        atk = torchattacks.AutoAttack(model, norm="L2", eps=e / scale, version=version,
-                                      n_classes=int(model(x[:1]).shape[1]), seed=seed)
+        atk = torchattacks.AutoAttack(
+            model, norm="L2", eps=e / scale, version=version, n_classes=int(model(x[:1]).shape[1]), seed=seed
+        )
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device) if robust is None else ~robust[k]
         correct = len(x) - int(todo.sum())
         xt, yt = x[todo], y[todo]
         for i in range(0, len(xt), batch_size):
-            xa = atk(xt[i:i + batch_size], yt[i:i + batch_size])
+            xa = atk(xt[i : i + batch_size], yt[i : i + batch_size])
             with torch.no_grad():
-                correct += int((model(xa).argmax(1) == yt[i:i + batch_size]).sum())
+                correct += int((model(xa).argmax(1) == yt[i : i + batch_size]).sum())
             done += len(xa)
             if progress is not None:
                 progress(done, sum(todo_all))
@@ -91,14 +102,17 @@ def _certificate_bound(net: torch.nn.Module, convention: str, lipschitz: float):
     """What the certificate needs from the net: its bound ``lipschitz`` or, for ``pairwise``, the matrix ``K``."""
     if convention == "pairwise":
         if not isinstance(net, PairwiseBounded):
-            raise ValueError(f"certificate=pairwise needs a model with pairwise_lipschitz(); {type(net).__name__} has "
-                             "none (use certificate=sqrt2)")
+            raise ValueError(
+                f"certificate=pairwise needs a model with pairwise_lipschitz(); {type(net).__name__} has "
+                "none (use certificate=sqrt2)"
+            )
         return net.pairwise_lipschitz()
     return lipschitz
 
 
-def audit_certificates(net, x, y, eps: list[float], certified: torch.Tensor, n_pairs: int, seed: int = 0,
-                       **pgd_kwargs) -> dict[str, int]:
+def audit_certificates(
+    net, x, y, eps: list[float], certified: torch.Tensor, n_pairs: int, seed: int = 0, **pgd_kwargs
+) -> dict[str, int]:
     """Attack a random sample of ``n_pairs`` certified (ε > 0, image) pairs with PGD; every success is a
     violation of a certificate (a wrong bound), so the count must be 0."""
     candidates = (certified & (torch.tensor(eps, device=certified.device) > 0)[:, None]).nonzero()
@@ -112,8 +126,14 @@ def audit_certificates(net, x, y, eps: list[float], certified: torch.Tensor, n_p
     return {"audited": int(audited.sum()), "violations": int((res.broken & audited).sum())}
 
 
-def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], convention: str = "sqrt2",
-                     box: tuple[float, float] | None = None, progress: str = "none") -> dict[str, Any]:
+def robustness_curve(
+    net: torch.nn.Module,
+    loader,
+    attack: dict[str, Any],
+    convention: str = "sqrt2",
+    box: tuple[float, float] | None = None,
+    progress: str = "none",
+) -> dict[str, Any]:
     """Evaluate ``net`` (eval mode, on its own device) on up to ``attack['n_eval']`` test points at every ε.
 
     ``attack['clip']``: ``"auto"`` keeps attacked inputs in the data's ``box`` (pixels: [0, 1]; none for
@@ -130,19 +150,29 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     lipschitz = _lipschitz(net)
     bound = _certificate_bound(net, convention, lipschitz)
     chunk = chunk_for(device, attack.get("chunk_size", "auto"))
-    pgd_kwargs = dict(n_iter=attack["n_iter"], step_factor=attack.get("step_factor", 2.5),
-                      step_size=attack.get("step_size"), clip=clip, loss=attack.get("loss", "ce"),
-                      random_start=attack.get("random_start", False), restarts=attack.get("restarts", 1),
-                      early_stop=attack.get("early_stop", True), monotone=attack.get("monotone", True),
-                      chunk_size=chunk)
+    pgd_kwargs = dict(
+        n_iter=attack["n_iter"],
+        step_factor=attack.get("step_factor", 2.5),
+        step_size=attack.get("step_size"),
+        clip=clip,
+        loss=attack.get("loss", "ce"),
+        random_start=attack.get("random_start", False),
+        restarts=attack.get("restarts", 1),
+        early_stop=attack.get("early_stop", True),
+        monotone=attack.get("monotone", True),
+        chunk_size=chunk,
+    )
     t0 = time.perf_counter()
     logits = predict(net, x, chunk)
     certifies = convention == "pairwise" or math.isfinite(bound)
     certified = certified_mask(logits, y, bound, eps, convention) if certifies else None
     cert = certified.float().mean(1).tolist() if certified is not None else [None] * len(eps)
     # the per-pair certificate is reported beside the sqrt(2) one it improves on
-    sqrt2 = certified_mask(logits, y, lipschitz, eps, "sqrt2").float().mean(1).tolist() \
-        if convention == "pairwise" else None
+    sqrt2 = (
+        certified_mask(logits, y, lipschitz, eps, "sqrt2").float().mean(1).tolist()
+        if convention == "pairwise"
+        else None
+    )
     robust = certified if attack.get("skip_certified", True) else None  # ε = 0 rows are never attacked
     bar = LoopProgress(f"PGD-{attack['n_iter']} curve", progress)
     res = pgd_l2(net, x, y, eps, robust=robust, progress=bar.update, **pgd_kwargs)
@@ -155,17 +185,39 @@ def robustness_curve(net: torch.nn.Module, loader, attack: dict[str, Any], conve
     if attack.get("autoattack"):
         t0 = time.perf_counter()
         bar = LoopProgress("AutoAttack", progress)
-        aa = autoattack_l2(net, x, y, eps, version=attack.get("autoattack_version", "standard"), clip=clip,
-                           robust=robust, batch_size=int(attack.get("batch_size") or 500), progress=bar.update)
+        aa = autoattack_l2(
+            net,
+            x,
+            y,
+            eps,
+            version=attack.get("autoattack_version", "standard"),
+            clip=clip,
+            robust=robust,
+            batch_size=int(attack.get("batch_size") or 500),
+            progress=bar.update,
+        )
         bar.close()
         aa_seconds = time.perf_counter() - t0
     rows = []
     for i, e in enumerate(eps):
-        rows.append({"eps": e, "pgd_acc": res.accuracy[i], "autoattack_acc": None if aa is None else aa[i],
-                     "certified_acc": cert[i]})
+        rows.append(
+            {
+                "eps": e,
+                "pgd_acc": res.accuracy[i],
+                "autoattack_acc": None if aa is None else aa[i],
+                "certified_acc": cert[i],
+            }
+        )
         if sqrt2 is not None:
             rows[-1]["certified_sqrt2_acc"] = sqrt2[i]
-    return {"curve": rows, "n_eval": len(x), "lipschitz_bound": lipschitz,
-            "certificate": convention, "attack": attack.get("name", "pgd_l2"), "pgd_seconds": pgd_seconds,
-            "pgd_passes": res.forward_passes, "autoattack_seconds": aa_seconds,
-            "certificate_audit": audit}
+    return {
+        "curve": rows,
+        "n_eval": len(x),
+        "lipschitz_bound": lipschitz,
+        "certificate": convention,
+        "attack": attack.get("name", "pgd_l2"),
+        "pgd_seconds": pgd_seconds,
+        "pgd_passes": res.forward_passes,
+        "autoattack_seconds": aa_seconds,
+        "certificate_audit": audit,
+    }

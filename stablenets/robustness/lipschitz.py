@@ -10,9 +10,10 @@ one call per ascent step (both points of every pair in one batch, then one backw
 call — whatever ``f`` is.  For a gradient-flow network each call costs its sub-step count, so the
 search costs ``search_passes(...)`` × the sub-steps per forward (and the backward passes of the ascent).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,14 +28,15 @@ def search_passes(n_scales: int = 3, jacobian_iters: int = 10, ascent_steps: int
 def _ratio_pairs(f, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``‖f(a) − f(b)‖ / ‖a − b‖`` per pair, from one call of ``f`` on both points."""
     out = f(torch.cat([a, b]))
-    fa, fb = out[: len(a)], out[len(a):]
+    fa, fb = out[: len(a)], out[len(a) :]
     num = (fa - fb).flatten(1).norm(dim=1)
     den = (a - b).flatten(1).norm(dim=1).clamp_min(1e-12)
     return num / den
 
 
 def jacobian_norm_search(f: Callable, x: torch.Tensor, iters: int = 30) -> torch.Tensor:
-    """Per-sample estimate of ``‖∂f(x)‖₂`` by power iteration with jvp/vjp (lower bounds); ``2·iters`` calls of ``f``."""
+    """Per-sample estimate of ``‖∂f(x)‖₂`` by power iteration with jvp/vjp (lower bounds); ``2·iters`` calls of
+    ``f``."""
     v = torch.randn(x.shape, dtype=x.dtype, device=x.device)
     v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
     sigma = torch.zeros(len(x), device=x.device, dtype=x.dtype)
@@ -48,10 +50,18 @@ def jacobian_norm_search(f: Callable, x: torch.Tensor, iters: int = 30) -> torch
     return sigma
 
 
-def empirical_lipschitz(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_pairs: int = 512,
-                        ascent_steps: int = 100, lr: float = 0.01, scales: tuple[float, ...] = (1e-3, 0.1, 1.0),
-                        generator: torch.Generator | None = None, jacobian_iters: int = 10, n_starts: int = 16,
-                        jacobian_points: int = 64) -> float:
+def empirical_lipschitz(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    n_pairs: int = 512,
+    ascent_steps: int = 100,
+    lr: float = 0.01,
+    scales: tuple[float, ...] = (1e-3, 0.1, 1.0),
+    generator: torch.Generator | None = None,
+    jacobian_iters: int = 10,
+    n_starts: int = 16,
+    jacobian_points: int = 64,
+) -> float:
     """Largest ratio found for ``f`` around the points ``x`` (shape (N, ...)); see the module docstring.
 
     ``f`` must act on each sample independently (a batch of pairs is evaluated in one call).  The search
@@ -59,8 +69,10 @@ def empirical_lipschitz(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     random pairs per scale, ``jacobian_iters`` power iterations at up to ``jacobian_points`` data points,
     and ``ascent_steps`` Adam steps on the ratio from the ``n_starts`` best pairs of each scale at once."""
     if n_pairs < 1 or ascent_steps < 0 or jacobian_iters < 0 or n_starts < 1 or not scales:
-        raise ValueError(f"need n_pairs >= 1, ascent_steps >= 0, jacobian_iters >= 0, n_starts >= 1 and scales; got "
-                         f"{n_pairs}, {ascent_steps}, {jacobian_iters}, {n_starts}, {scales}")
+        raise ValueError(
+            f"need n_pairs >= 1, ascent_steps >= 0, jacobian_iters >= 0, n_starts >= 1 and scales; got "
+            f"{n_pairs}, {ascent_steps}, {jacobian_iters}, {n_starts}, {scales}"
+        )
     generator = device_generator(generator, x.device)
     idx = torch.randint(0, len(x), (n_pairs,), generator=generator, device=x.device)
     base = x[idx].detach()
@@ -75,7 +87,7 @@ def empirical_lipschitz(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
         r = _ratio_pairs(f, a, a + d)
     best = r.max()
     k = min(n_starts, n_pairs)
-    top = torch.cat([i * n_pairs + r[i * n_pairs:(i + 1) * n_pairs].topk(k).indices for i in range(len(scales))])
+    top = torch.cat([i * n_pairs + r[i * n_pairs : (i + 1) * n_pairs].topk(k).indices for i in range(len(scales))])
     with torch.enable_grad():
         # (ii) Jacobian norms at data points: 2 calls per iteration
         if jacobian_iters:

@@ -3,7 +3,8 @@ r"""L2 projected gradient ascent (Section 6.2), batched over a whole list of ε.
 Each of ``n_iter`` iterations takes a step of size ``α = step_factor · ε / n_iter`` along the normalised
 gradient of the attack loss and projects on the ε-ball (and the ``[0, 1]`` box):
 
-.. math::  \delta \leftarrow \Pi_{\|\delta\|\le\varepsilon}\Big(\delta + \alpha \frac{\nabla_\delta F(\delta)}{\|\nabla_\delta F(\delta)\|_2}\Big)
+.. math::  \delta \leftarrow \Pi_{\|\delta\|\le\varepsilon}\Big(\delta
+           + \alpha \frac{\nabla_\delta F(\delta)}{\|\nabla_\delta F(\delta)\|_2}\Big)
 
 The (ε, image) pairs are stacked into one batch, so an iteration is one forward/backward for all ε.
 Levers that only ever make the attack *stronger or equal*, never weaker:
@@ -14,11 +15,12 @@ Levers that only ever make the attack *stronger or equal*, never weaker:
   larger ball), so those pairs leave the batch too;
 * ``robust``: pairs with a certificate (radius > ε, Example 2) are not attacked — no attack can break them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +41,7 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tenso
 def predict(model: torch.nn.Module, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """Logits of ``x``, ``chunk_size`` images per forward (``None``: all at once)."""
     size = chunk_size or len(x)
-    return torch.cat([model(x[i:i + size]) for i in range(0, len(x), size)])
+    return torch.cat([model(x[i : i + size]) for i in range(0, len(x), size)])
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -85,10 +87,10 @@ def cpu_layout(model: torch.nn.Module, x: torch.Tensor, enabled: bool = True):
 @dataclass
 class PGDResult:
     eps: list[float]
-    accuracy: list[float]          # robust accuracy per ε
-    broken: torch.Tensor           # (E, N) bool: an adversarial example was found
-    delta: torch.Tensor | None     # (E, N, ...) the perturbations (when kept)
-    forward_passes: int            # forward/backward evaluations of single images (work measure)
+    accuracy: list[float]  # robust accuracy per ε
+    broken: torch.Tensor  # (E, N) bool: an adversarial example was found
+    delta: torch.Tensor | None  # (E, N, ...) the perturbations (when kept)
+    forward_passes: int  # forward/backward evaluations of single images (work measure)
 
 
 @torch.enable_grad()  # callers may hold no_grad: the attack needs input gradients
@@ -140,8 +142,22 @@ def pgd_l2(
         skip = torch.zeros_like(broken) if robust is None else robust.to(broken.device)[torch.tensor(order)].clone()
         skip &= ~broken  # a misclassified point is never "robust"
         best_delta = torch.zeros(E, *x.shape, dtype=x.dtype, device=x.device) if keep_delta else None
-        run = _Run(model, x, y, eps_sorted, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
-                   early_stop, monotone, generator)
+        run = _Run(
+            model,
+            x,
+            y,
+            eps_sorted,
+            broken,
+            best_delta,
+            n_iter,
+            step_factor,
+            step_size,
+            clip,
+            loss,
+            early_stop,
+            monotone,
+            generator,
+        )
         run.passes = N
         done, total = 0, None
         for _ in range(restarts):
@@ -152,7 +168,7 @@ def pgd_l2(
             total = total or len(e_idx) * restarts
             size = chunk_size or len(e_idx)
             for i in range(0, len(e_idx), size):
-                e_c, n_c = e_idx[i:i + size], n_idx[i:i + size]
+                e_c, n_c = e_idx[i : i + size], n_idx[i : i + size]
                 if monotone:  # pairs broken through a smaller ball while earlier chunks ran
                     fresh = ~broken[e_c, n_c]
                     e_c, n_c = e_c[fresh], n_c[fresh]
@@ -174,8 +190,23 @@ def pgd_l2(
 class _Run:
     """The state shared by the chunks of one :func:`pgd_l2` call."""
 
-    def __init__(self, model, x, y, eps, broken, best_delta, n_iter, step_factor, step_size, clip, loss,
-                 early_stop, monotone, generator) -> None:
+    def __init__(
+        self,
+        model,
+        x,
+        y,
+        eps,
+        broken,
+        best_delta,
+        n_iter,
+        step_factor,
+        step_size,
+        clip,
+        loss,
+        early_stop,
+        monotone,
+        generator,
+    ) -> None:
         self.model, self.x, self.y, self.eps, self.broken, self.best_delta = model, x, y, eps, broken, best_delta
         self.n_iter, self.step_factor, self.step_size, self.clip, self.loss = n_iter, step_factor, step_size, clip, loss
         self.early_stop, self.monotone = early_stop, monotone
@@ -209,7 +240,7 @@ class _Run:
                 keep &= ~self.broken[e_idx[live], n_idx[live]]
             if not keep.any():
                 break
-            grad, = torch.autograd.grad(attack_loss(logits, y_live, self.loss).sum(), d)
+            (grad,) = torch.autograd.grad(attack_loss(logits, y_live, self.loss).sum(), d)
             with torch.no_grad():
                 step = d.detach() + alpha[live].view(view) * _unit(grad)
                 new = _project(step, xb[live], eb[live], clip)
@@ -240,8 +271,18 @@ def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
 
 
 @torch.enable_grad()
-def pgd_l2_plain(model, x, y, eps: list[float], n_iter: int = 100, step_factor: float = 2.5,
-                 clip=(0.0, 1.0), loss: str = "ce", chunk_size: int | None = None, layout: bool = False) -> list[float]:
+def pgd_l2_plain(
+    model,
+    x,
+    y,
+    eps: list[float],
+    n_iter: int = 100,
+    step_factor: float = 2.5,
+    clip=(0.0, 1.0),
+    loss: str = "ce",
+    chunk_size: int | None = None,
+    layout: bool = False,
+) -> list[float]:
     """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate
     (``chunk_size`` images per forward, ``None``: all at once; ``layout``: :func:`cpu_layout`)."""
     model.eval()
@@ -254,12 +295,12 @@ def _plain(model, x, y, eps, n_iter, step_factor, clip, loss, size) -> list[floa
     for e in eps:
         correct = 0
         for i in range(0, len(x), size):
-            xc, yc = x[i:i + size], y[i:i + size]
+            xc, yc = x[i : i + size], y[i : i + size]
             delta = torch.zeros_like(xc)
             et = torch.full((len(xc),), e, dtype=x.dtype, device=x.device)
             for _ in range(n_iter if e > 0 else 0):
                 d = delta.requires_grad_(True)
-                grad, = torch.autograd.grad(attack_loss(model(xc + d), yc, loss).sum(), d)
+                (grad,) = torch.autograd.grad(attack_loss(model(xc + d), yc, loss).sum(), d)
                 with torch.no_grad():
                     delta = _project(d + (e * step_factor / n_iter) * _unit(grad), xc, et, clip)
             correct += int((predict(model, xc + delta).argmax(1) == yc).sum())

@@ -4,6 +4,7 @@ line with an ETA at most every ``every`` seconds otherwise, or nothing.
 ``auto`` picks ``bar`` when standard output is a terminal and ``lines`` otherwise; the runner's progress
 reporting (``stablenets.runner.progress``) uses the same modes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,11 +39,16 @@ class LoopProgress:
                 self._bar = tqdm(total=total, desc=self.label, unit="pair", leave=False)
             self._bar.n = done
             self._bar.refresh()
-        elif self.mode == "lines" and (now - self._last >= self.every or (done >= total and now - self._start >= self.every)):
+        elif self.mode == "lines" and (
+            now - self._last >= self.every or (done >= total and now - self._start >= self.every)
+        ):
             self._last = now
             eta = (now - self._start) / max(done, 1) * (total - done)
-            print(f"stablenets: {self.label} {done}/{total} ({done / max(total, 1):.0%}), "
-                  f"{now - self._start:.0f} s, about {eta:.0f} s left", flush=True)
+            print(
+                f"stablenets: {self.label} {done}/{total} ({done / max(total, 1):.0%}), "
+                f"{now - self._start:.0f} s, about {eta:.0f} s left",
+                flush=True,
+            )
 
     def close(self) -> None:
         if self._bar is not None:

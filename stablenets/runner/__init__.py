@@ -8,6 +8,7 @@ and never the other way round: no module of the science imports this package.  A
 configs), :mod:`.overrides` and :mod:`.sweeps` (multiruns from the recipes), :mod:`.progress`,
 :mod:`.loggers`, :mod:`.reporting`, :mod:`.provenance` and :mod:`.errors`.
 """
+
 from .resolvers import register as _register_resolvers
 
 _register_resolvers()

@@ -5,13 +5,15 @@
 builds the data module, the net and the task: every error a user can cause by a config value surfaces
 there as :class:`ConfigError` naming the key, before any training starts.
 """
+
 from __future__ import annotations
 
 import copy
 import importlib
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
@@ -65,8 +67,9 @@ def _checked(check, **values) -> None:
 def check_missing(cfg: DictConfig) -> None:
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
-        raise ConfigError(f"missing required value(s): {', '.join(missing)}. Set them on the command line, "
-                          f"e.g. {missing[0]}=<value>.")
+        raise ConfigError(
+            f"missing required value(s): {', '.join(missing)}. Set them on the command line, e.g. {missing[0]}=<value>."
+        )
 
 
 def target_params(node: DictConfig) -> dict[str, inspect.Parameter]:
@@ -104,8 +107,8 @@ def check_lipschitz(node: DictConfig) -> None:
 
 def check_settings(cfg: DictConfig) -> None:
     """The run's own top-level settings."""
-    from .progress import MODES
     from ..robustness.certify import CONVENTIONS
+    from .progress import MODES
 
     if str(cfg.get("progress", "auto")) not in MODES:
         raise ConfigError(f"progress must be one of {', '.join(MODES)}, got {cfg.get('progress')!r}")
@@ -165,12 +168,16 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
     params = target_params(cfg.model)
     if bound is not None:
         if "L" not in params:
-            raise ConfigError(f"model {cfg.model._target_} takes no Lipschitz bound; use lipschitz=none or a "
-                              "constrained model (nonexpansive, conv_nonexpansive, invnet)")
+            raise ConfigError(
+                f"model {cfg.model._target_} takes no Lipschitz bound; use lipschitz=none or a "
+                "constrained model (nonexpansive, conv_nonexpansive, invnet)"
+            )
         model_kwargs["L"] = bound
     elif "L" in params and params["L"].default is inspect.Parameter.empty and cfg.model.get("L") is None:
-        raise ConfigError(f"model {cfg.model._target_} needs a Lipschitz bound: set lipschitz.L=<value> or "
-                          "lipschitz.relative_to=tikhonov lipschitz.scale=<multiple>")
+        raise ConfigError(
+            f"model {cfg.model._target_} needs a Lipschitz bound: set lipschitz.L=<value> or "
+            "lipschitz.relative_to=tikhonov lipschitz.scale=<multiple>"
+        )
     check_model_size(cfg.model, lambda: build("model", cfg.model, **model_kwargs))  # fits in memory?
     torch.manual_seed(cfg.seed)
     net = build("model", cfg.model, **model_kwargs)

@@ -11,6 +11,7 @@ launcher config asks for) or ``torchrun`` the processes already exist and nothin
 
 Only rank 0 evaluates and writes files; the other ranks end after testing.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -64,9 +65,13 @@ def local_ddp(cfg: DictConfig, out: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     common = {"WORLD_SIZE": str(n), "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    procs = [subprocess.Popen([sys.executable, "-m", "stablenets.runner.rank_worker", str(path)],
-                              env={**os.environ, **common, "LOCAL_RANK": str(r), "RANK": str(r)})
-             for r in range(1, n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stablenets.runner.rank_worker", str(path)],
+            env={**os.environ, **common, "LOCAL_RANK": str(r), "RANK": str(r)},
+        )
+        for r in range(1, n)
+    ]
     saved = {k: os.environ.get(k) for k in _ENV}
     os.environ.update(common, LOCAL_RANK="0", RANK="0")
     watcher = _Watcher(procs)
@@ -100,8 +105,11 @@ class _Watcher(threading.Thread):
         while not self._done.wait(1.0):
             failed = [p for p in self.procs if p.poll() not in (None, 0)]
             if failed:
-                print(f"stablenets: DDP rank process {failed[0].pid} exited with {failed[0].returncode}; stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"stablenets: DDP rank process {failed[0].pid} exited with {failed[0].returncode}; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 for p in self.procs:
                     if p.poll() is None:
                         p.kill()

@@ -1,4 +1,5 @@
 """The errors the entry points turn into a one-paragraph message and an exit code (never a traceback)."""
+
 from __future__ import annotations
 
 from ..data.base import DataError

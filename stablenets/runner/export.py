@@ -21,6 +21,7 @@ and of the export).  The export checks itself on the run's evaluation images (``
 test set): the largest logit difference of the program and of ONNX Runtime against the run's model, and
 the certified accuracy recomputed from the program's logits against the run's curve.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import LipschitzBounded, PairwiseBounded
-from .errors import ConfigError
-from .inputs import read_json
 from ..models.certified import RowNormalizedLinear
 from ..nn.activations import get_activation
 from ..nn.gradient_flow import GradientFlowBlock, euler_substeps
 from ..nn.power import conv_ops
 from ..nn.spectral import SpectralConv2d, SpectralLinear
+from .errors import ConfigError
+from .inputs import read_json
 
-RADIUS = {"sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)", "paper": "(z_y - max_{j != y} z_j) / (2 * L)",
-          "pairwise": "min_{j != y} (z_y - z_j) / K[y][j]"}
+RADIUS = {
+    "sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)",
+    "paper": "(z_y - max_{j != y} z_j) / (2 * L)",
+    "pairwise": "min_{j != y} (z_y - z_j) / K[y][j]",
+}
 
 
 class FlowSteps(nn.Module):
@@ -53,8 +57,15 @@ class FlowSteps(nn.Module):
     a gradient-flow block frozen at its eval-mode weight and sub-step count; ``A`` dense or a convolution
     (``Aᵀ`` its exact adjoint, computed as the layer computes it: :func:`stablenets.nn.power.conv_ops`)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, n: int, T: float, activation: str,
-                 conv: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        n: int,
+        T: float,
+        activation: str,
+        conv: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
@@ -62,7 +73,7 @@ class FlowSteps(nn.Module):
         self.act = get_activation(activation, monotone=True)[0]
 
     @classmethod
-    def of(cls, block: GradientFlowBlock) -> "FlowSteps":
+    def of(cls, block: GradientFlowBlock) -> FlowSteps:
         w, norm = block.op.eval_weight()  # the applied weight and the sub-step count, as the eval forward
         n = block._eval_substeps(norm)
         conv = None
@@ -77,10 +88,17 @@ class FlowSteps(nn.Module):
         h, c = self.T / self.n, self.conv
         if c is not None:  # the layer's own adjoint, built once per forward
             _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
-            return euler_substeps(x, self.n, h, lambda z: F.conv2d(z, self.weight, self.bias, stride=c["stride"],
-                                                                   padding=c["padding"]), adjoint, self.act)
-        return euler_substeps(x, self.n, h, lambda z: F.linear(z, self.weight, self.bias), lambda v: v @ self.weight,
-                              self.act)
+            return euler_substeps(
+                x,
+                self.n,
+                h,
+                lambda z: F.conv2d(z, self.weight, self.bias, stride=c["stride"], padding=c["padding"]),
+                adjoint,
+                self.act,
+            )
+        return euler_substeps(
+            x, self.n, h, lambda z: F.linear(z, self.weight, self.bias), lambda v: v @ self.weight, self.act
+        )
 
     def extra_repr(self) -> str:
         return f"weight={tuple(self.weight.shape)}, n={self.n}, T={self.T}, activation={self.activation}"
@@ -95,8 +113,14 @@ def _plain(module: nn.Module) -> nn.Module | None:
         lin = nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None)
     elif isinstance(module, SpectralConv2d):
         w = module.eval_weight()[0]
-        lin = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[-2:]), stride=module.stride, padding=module.padding,
-                        bias=module.bias is not None)
+        lin = nn.Conv2d(
+            w.shape[1],
+            w.shape[0],
+            tuple(w.shape[-2:]),
+            stride=module.stride,
+            padding=module.padding,
+            bias=module.bias is not None,
+        )
     else:
         return None
     lin.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
@@ -182,8 +206,10 @@ def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: i
     meta = metadata(net, results, cfg, in_shape, getattr(dm, "box", None))
     reported = results["metrics"].get("test/lipschitz_bound")
     if reported is not None and meta["lipschitz_bound"] != reported:
-        raise ConfigError(f"the checkpoint's certified bound {meta['lipschitz_bound']} differs from the run's "
-                          f"{reported} ({run_dir}/results.json): the checkpoint is not the one the run reported on")
+        raise ConfigError(
+            f"the checkpoint's certified bound {meta['lipschitz_bound']} differs from the run's "
+            f"{reported} ({run_dir}/results.json): the checkpoint is not the one the run reported on"
+        )
     n = n_check or meta["n_eval"] or (cfg.attack.get("n_eval") if cfg.get("attack") else None) or 256
     x, y = _eval_images(dm, int(n))
     frozen = freeze(net)
@@ -195,14 +221,18 @@ def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: i
     try:
         program = torch.export.export(frozen, (example,), dynamic_shapes=({0: batch},))
     except Exception as e:  # a model whose forward torch.export cannot trace
-        raise ConfigError(f"cannot export the model of {run_dir} ({cfg.model.get('_target_')}) with torch.export: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ConfigError(
+            f"cannot export the model of {run_dir} ({cfg.model.get('_target_')}) with torch.export: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     with torch.no_grad():
         ref, frozen_logits = net(x), frozen(x)
         exported = program.module()(x)
-    checks: dict[str, Any] = {"n_images": len(x),
-                              "max_abs_logit_diff_frozen": float((frozen_logits - ref).abs().max()),
-                              "max_abs_logit_diff_program": float((exported - ref).abs().max())}
+    checks: dict[str, Any] = {
+        "n_images": len(x),
+        "max_abs_logit_diff_frozen": float((frozen_logits - ref).abs().max()),
+        "max_abs_logit_diff_program": float((exported - ref).abs().max()),
+    }
     if meta["robustness_curve"] and meta["n_eval"] == len(x):
         bound = meta["pairwise_lipschitz"] if meta["certificate"] == "pairwise" else meta["lipschitz_bound"]
         if bound is not None:
@@ -221,8 +251,9 @@ def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: i
     ort_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     checks["max_abs_logit_diff_onnxruntime"] = float((torch.from_numpy(ort_logits) - ref).abs().max())
     if "certified_acc_exported" in checks:
-        checks["certified_acc_onnxruntime"] = certified_accuracy(torch.from_numpy(ort_logits), y, bound, eps,
-                                                                 meta["certificate"])
+        checks["certified_acc_onnxruntime"] = certified_accuracy(
+            torch.from_numpy(ort_logits), y, bound, eps, meta["certificate"]
+        )
     if not y.is_floating_point():  # a classifier's labels
         checks["clean_acc_exported"] = float((exported.argmax(1) == y).float().mean())
         checks["clean_acc_onnxruntime"] = float((torch.from_numpy(ort_logits).argmax(1) == y).float().mean())
@@ -237,8 +268,15 @@ def _export_onnx(program, example: torch.Tensor, path: Path, meta: dict) -> None
     import onnx
 
     batch = torch.export.Dim("batch", min=1)
-    onnx_program = torch.onnx.export(program, (example,), dynamic_shapes=({0: batch},), dynamo=True,
-                                     input_names=["x"], output_names=["logits"], verbose=False)
+    onnx_program = torch.onnx.export(
+        program,
+        (example,),
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        input_names=["x"],
+        output_names=["logits"],
+        verbose=False,
+    )
     onnx_program.save(str(path))
     model = onnx.load(str(path))
     for key, value in meta.items():
@@ -268,14 +306,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stablenets-export: error: {e}", file=sys.stderr)
         sys.exit(2)
     c = rep["checks"]
-    print(f"stablenets-export: {rep['files']['program']}, {rep['files']['onnx']}\n"
-          + (f"  bound L={rep['lipschitz_bound']} ({rep['certificate']}: radius {rep['certified_radius']}), "
-             if rep["lipschitz_bound"] is not None else "  no certified bound (the model has no Lipschitz bound), ")
-          + f"clean acc {rep['clean_accuracy']}\n"
-          f"  on {c['n_images']} test images: max |logit diff| program {c['max_abs_logit_diff_program']:.3g}, "
-          f"ONNX Runtime {c['max_abs_logit_diff_onnxruntime']:.3g}"
-          + (f"; certified acc run {c['certified_acc_run']} = exported {c['certified_acc_exported']}"
-             if "certified_acc_exported" in c else ""))
+    print(
+        f"stablenets-export: {rep['files']['program']}, {rep['files']['onnx']}\n"
+        + (
+            f"  bound L={rep['lipschitz_bound']} ({rep['certificate']}: radius {rep['certified_radius']}), "
+            if rep["lipschitz_bound"] is not None
+            else "  no certified bound (the model has no Lipschitz bound), "
+        )
+        + f"clean acc {rep['clean_accuracy']}\n"
+        f"  on {c['n_images']} test images: max |logit diff| program {c['max_abs_logit_diff_program']:.3g}, "
+        f"ONNX Runtime {c['max_abs_logit_diff_onnxruntime']:.3g}"
+        + (
+            f"; certified acc run {c['certified_acc_run']} = exported {c['certified_acc_exported']}"
+            if "certified_acc_exported" in c
+            else ""
+        )
+    )
 
 
 if __name__ == "__main__":

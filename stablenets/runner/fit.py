@@ -1,5 +1,6 @@
 """Training a run: threads, callbacks and the trainer from the config, then fit (resuming from the newest
 checkpoint) and test.  Local DDP ranks are started around the fit (:mod:`stablenets.runner.ddp`)."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,9 @@ def make_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
-        extra = {"output_dir": str(out)} if "output_dir" in target_params(node) and node.get("output_dir") is None else {}
+        extra = (
+            {"output_dir": str(out)} if "output_dir" in target_params(node) and node.get("output_dir") is None else {}
+        )
         cbs.append(build(f"callbacks.{key}", node, **extra))
     return cbs
 
@@ -44,15 +47,21 @@ def scalars(d: dict) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))}
 
 
-def fit_and_test(cfg: DictConfig, objects: dict[str, Any], run: RunDir,
-                 loggers: list) -> tuple[dict[str, float], pl.Trainer, Path | None]:
+def fit_and_test(
+    cfg: DictConfig, objects: dict[str, Any], run: RunDir, loggers: list
+) -> tuple[dict[str, float], pl.Trainer, Path | None]:
     """Fit (resumed from the newest checkpoint when ``resume``), then test; return ``(metrics, trainer,
     the checkpoint resumed from)``.  ``metrics`` holds the last logged values, ``train/seconds`` and, under
     DDP, ``ddp/replica_max_diff`` (weights and power-method state must agree on every rank)."""
     dm, task = objects["datamodule"], objects["task"]
     with local_ddp(cfg, run.path):  # the extra ranks of a local DDP run, if any
-        trainer = build("trainer", cfg.trainer, callbacks=make_callbacks(cfg, run.path), logger=loggers or False,
-                        enable_progress_bar=progress.resolve(cfg.get("progress")) == "bar")
+        trainer = build(
+            "trainer",
+            cfg.trainer,
+            callbacks=make_callbacks(cfg, run.path),
+            logger=loggers or False,
+            enable_progress_bar=progress.resolve(cfg.get("progress")) == "bar",
+        )
         ckpt = run.latest_checkpoint() if cfg.get("resume", True) else None
         if ckpt:
             check_checkpoint(ckpt)  # a damaged checkpoint is reported, never trained over

@@ -1,4 +1,5 @@
 """Hydra callbacks of the runner (``hydra.callbacks`` in ``conf/hydra/default.yaml``)."""
+
 from __future__ import annotations
 
 from typing import Any

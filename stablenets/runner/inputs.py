@@ -7,6 +7,7 @@ user to inspect.  :func:`check_numbers` refuses ``nan``/``inf`` in any numeric c
 :func:`check_model_size` a model too large for the machine's memory, both naming the key, before anything
 is built.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from .errors import ConfigError
 
 #: what torch.load raises on a truncated or corrupt file (zip archive, legacy pickle, wrong magic)
-_LOAD_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-                AttributeError, IndexError, KeyError, UnicodeDecodeError)
+_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+)
 
 
 def read_yaml(path: str | Path, expect: type | None = None) -> Any:
@@ -34,8 +45,10 @@ def read_yaml(path: str | Path, expect: type | None = None) -> Any:
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged (not valid YAML: {str(e).splitlines()[0]}); restore it from the run's "
-                          "other copy (.hydra/ or config.yaml) or re-run") from None
+        raise ConfigError(
+            f"{path} is damaged (not valid YAML: {str(e).splitlines()[0]}); restore it from the run's "
+            "other copy (.hydra/ or config.yaml) or re-run"
+        ) from None
     if expect is not None and data is not None and not isinstance(data, expect):
         raise ConfigError(f"{path} is damaged: it holds a {type(data).__name__} where a {expect.__name__} belongs")
     return data
@@ -47,7 +60,9 @@ def read_json(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged (not valid JSON: {e}); delete it to re-run, or re-evaluate the run") from None
+        raise ConfigError(
+            f"{path} is damaged (not valid JSON: {e}); delete it to re-run, or re-evaluate the run"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise ConfigError(f"{path} is damaged: it holds no 'metrics' table; delete it to re-run")
     return data
@@ -59,9 +74,12 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
     except _LOAD_ERRORS as e:
-        raise ConfigError(f"{path} is damaged (truncated or corrupt: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-                          "Delete it to train from the start (a sweep relaunch then re-runs this job), or restore it "
-                          "from a copy") from None
+        raise ConfigError(
+            f"{path} is damaged (truncated or corrupt: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). "
+            "Delete it to train from the start (a sweep relaunch then re-runs this job), or restore it "
+            "from a copy"
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ConfigError(f"{path} is damaged: it holds no 'state_dict' (not a checkpoint of this runner)")
     return ckpt
@@ -114,8 +132,10 @@ def check_model_size(node: DictConfig, build_model, memory: int | None = None) -
     for key, value in OmegaConf.to_container(node, resolve=True).items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, int) and not isinstance(v, bool) and v > MAX_MODEL_INT:
-                raise ConfigError(f"model.{key}={value} is absurdly large (no layer count, width or channel count "
-                                  f"of a model here exceeds {MAX_MODEL_INT:,}); lower it")
+                raise ConfigError(
+                    f"model.{key}={value} is absurdly large (no layer count, width or channel count "
+                    f"of a model here exceeds {MAX_MODEL_INT:,}); lower it"
+                )
     from ..nn.gradient_flow import GradientFlowBlock
 
     # the power method's start and the sub-step count read values: there are none on the meta device
@@ -132,10 +152,18 @@ def check_model_size(node: DictConfig, build_model, memory: int | None = None) -
     n = sum(p.numel() for p in net.parameters()) + sum(b.numel() for b in net.buffers())
     memory = _mem_available() if memory is None else memory
     if memory is not None and n * TRAIN_BYTES_PER_PARAM > memory:
-        sizes = sorted(((v, k) for k, v in OmegaConf.to_container(node, resolve=True).items()
-                        if isinstance(v, int) and not isinstance(v, bool)), reverse=True)
+        sizes = sorted(
+            (
+                (v, k)
+                for k, v in OmegaConf.to_container(node, resolve=True).items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            ),
+            reverse=True,
+        )
         keys = ", ".join(f"model.{k}={v}" for v, k in sizes[:3])
-        raise ConfigError(f"the model ({node.get('_target_')}) has {n:.3g} parameters: training needs about "
-                          f"{n * TRAIN_BYTES_PER_PARAM / 2**30:.3g} GiB, this machine has {memory / 2**30:.3g} GiB "
-                          f"available. Its largest settings: {keys}; lower them")
+        raise ConfigError(
+            f"the model ({node.get('_target_')}) has {n:.3g} parameters: training needs about "
+            f"{n * TRAIN_BYTES_PER_PARAM / 2**30:.3g} GiB, this machine has {memory / 2**30:.3g} GiB "
+            f"available. Its largest settings: {keys}; lower them"
+        )
     return n

@@ -12,6 +12,7 @@ segment.  :class:`ResumableCSVLogger` keeps the file and continues it:
   atomically).  Every epoch is then in the file exactly once, with the values of the segment that
   completed it, and the file equals the one an uninterrupted run writes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,8 +71,12 @@ def _log_curve(logger, robustness: dict) -> None:
     rows = robustness["curve"]
     cols = ["eps", "pgd_acc", "autoattack_acc", "certified_acc"]
     table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])
-    logger.experiment.log({"robustness/curve": table,
-                           "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps")})
+    logger.experiment.log(
+        {
+            "robustness/curve": table,
+            "robustness/pgd_plot": wandb.plot.line(table, "eps", "pgd_acc", title="PGD accuracy vs eps"),
+        }
+    )
     log_curve_points(logger.experiment, rows)  # and as points against an ε axis: overlaid across a sweep
 
 
@@ -149,10 +154,17 @@ class ResumableCSVLogger(CSVLogger):
     Rows logged without a step (a summary after fitting) get the last logged step, so they sort last.
     """
 
-    def __init__(self, save_dir: str, name: str | None = "csv", version: int | str | None = "", prefix: str = "",
-                 flush_logs_every_n_steps: int = 1) -> None:
-        super().__init__(save_dir, name=name, version=version, prefix=prefix,
-                         flush_logs_every_n_steps=flush_logs_every_n_steps)
+    def __init__(
+        self,
+        save_dir: str,
+        name: str | None = "csv",
+        version: int | str | None = "",
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 1,
+    ) -> None:
+        super().__init__(
+            save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=flush_logs_every_n_steps
+        )
         self._last_step = 0
 
     @property

@@ -16,6 +16,7 @@ The flag is per thread (the x86 MXCSR register).  New threads copy it from the t
 :func:`flush_denormals` must run before torch starts its intra-op threads; it checks every thread of the
 pool with a probe and says ``"partial"`` when some were started before it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -25,7 +26,7 @@ import torch
 from .errors import ConfigError
 
 #: 2⁻⁷⁰ squared is 2⁻¹⁴⁰: a float32 subnormal (normal floats start at 2⁻¹²⁶), zero when flushed
-_PROBE = 2.0 ** -70
+_PROBE = 2.0**-70
 
 
 def flushing() -> bool | str:
@@ -48,6 +49,9 @@ def flush_denormals(enabled: bool = True) -> bool | str:
     supported = torch.set_flush_denormal(enabled)
     state = flushing() if supported else False
     if enabled and state == "partial":
-        warnings.warn("flush_denormal: torch's intra-op threads were started before the flag was set; only some "
-                      "of them flush subnormals to zero (arithmetic on subnormals stays slow there)", stacklevel=2)
+        warnings.warn(
+            "flush_denormal: torch's intra-op threads were started before the flag was set; only some "
+            "of them flush subnormals to zero (arithmetic on subnormals stays slow there)",
+            stacklevel=2,
+        )
     return state

@@ -6,11 +6,23 @@ rename a recipe's study (:func:`stablenets.runner.sweeps.study_group`) nor name 
 (a test checks that the two agree), so that re-running a sweep on a GPU, with more threads or with W&B
 finds and resumes the same job dirs.
 """
+
 from __future__ import annotations
 
 #: keys (or config groups) that say where or how a run executes, not what it computes
-ENVIRONMENT_KEYS = ("trainer", "trainer.accelerator", "trainer.devices", "trainer.precision", "num_threads",
-                    "flush_denormal", "data.data_dir", "data.download", "logger", "resume", "progress")
+ENVIRONMENT_KEYS = (
+    "trainer",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.precision",
+    "num_threads",
+    "flush_denormal",
+    "data.data_dir",
+    "data.download",
+    "logger",
+    "resume",
+    "progress",
+)
 #: keys of the same kind that name the sweep itself, or Hydra's own settings
 SWEEP_KEYS = ("group",)
 

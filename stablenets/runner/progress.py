@@ -4,6 +4,7 @@ underneath but their warnings and errors.
 
 ``progress: auto`` (the default) picks ``bar`` when standard output is a terminal and ``lines`` otherwise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,9 @@ class ProgressLines(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._line(trainer, pl_module, final=True)
 
-    def _line(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: int | None = None,
-              final: bool = False) -> None:
+    def _line(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: int | None = None, final: bool = False
+    ) -> None:
         self._last = time.perf_counter()
         if not trainer.is_global_zero:
             return

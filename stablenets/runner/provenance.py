@@ -11,6 +11,7 @@
 Only the checkout that holds the imported package counts (its root has ``.git`` and ``conf/train.yaml``):
 a wheel installed into a virtual environment inside some other repository reports no commit.
 """
+
 from __future__ import annotations
 
 import subprocess

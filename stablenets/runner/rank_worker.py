@@ -3,6 +3,7 @@
 ``python -m stablenets.runner.rank_worker <run dir>/.ddp/config.yaml`` trains the run described by the
 resolved config rank 0 wrote, joining rank 0's process group, and ends when rank 0 is gone.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,11 @@ def _exit_with_parent(period_s: float = 1.0) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(period_s)
-        print(f"stablenets: DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) is gone; stopping",
-              file=sys.stderr, flush=True)
+        print(
+            f"stablenets: DDP rank {os.environ.get('RANK')}: rank 0 (pid {parent}) is gone; stopping",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()

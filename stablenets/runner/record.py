@@ -1,5 +1,6 @@
 """After training: evaluate where the run trained, write the report and ``results.json``, log the results,
 and fail the run if the certificate audit broke a certificate (the results are kept)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,14 +30,22 @@ def check_audit(metrics: dict[str, float], results_path: Path) -> None:
     """Raise :class:`CertificateError` when the audit found an attack inside a certified radius."""
     violations = int(metrics.get("test/certificate_violations", 0))
     if violations:
-        raise CertificateError(f"the certificate audit broke {violations} of "
-                               f"{int(metrics['test/certificate_audited'])} certified (ε, image) pairs: a reported "
-                               f"Lipschitz bound is wrong (results kept in {results_path})")
+        raise CertificateError(
+            f"the certificate audit broke {violations} of "
+            f"{int(metrics['test/certificate_audited'])} certified (ε, image) pairs: a reported "
+            f"Lipschitz bound is wrong (results kept in {results_path})"
+        )
 
 
-def evaluate_and_record(cfg: DictConfig, objects: dict[str, Any], metrics: dict[str, float], run: RunDir,
-                        loggers: list, resumed_from: Path | None,
-                        flush_denormal: bool | str | None = None) -> tuple[Evaluation, dict[str, Any]]:
+def evaluate_and_record(
+    cfg: DictConfig,
+    objects: dict[str, Any],
+    metrics: dict[str, float],
+    run: RunDir,
+    loggers: list,
+    resumed_from: Path | None,
+    flush_denormal: bool | str | None = None,
+) -> tuple[Evaluation, dict[str, Any]]:
     """The task's evaluation, the report, the loggers' last entries and ``results.json``; ``metrics`` gains
     the evaluation's.  Returns ``(evaluation, results)``."""
     task, dm = objects["task"], objects["datamodule"]
@@ -45,10 +54,18 @@ def evaluate_and_record(cfg: DictConfig, objects: dict[str, Any], metrics: dict[
     metrics.update(evaluation.metrics)
     write_report(evaluation, run.path, dm, task.net, title=str(cfg.get("name", "")))
     log_results(loggers, metrics, evaluation)
-    results = {"metrics": metrics, **evaluation.results(), "name": cfg.get("name"), "group": cfg.get("group"),
-               "run_id": run.id, "overrides": current_overrides(), "lipschitz_L": objects["lipschitz_L"],
-               "resumed_from": str(resumed_from) if resumed_from else None, "flush_denormal": flush_denormal,
-               **provenance()}
+    results = {
+        "metrics": metrics,
+        **evaluation.results(),
+        "name": cfg.get("name"),
+        "group": cfg.get("group"),
+        "run_id": run.id,
+        "overrides": current_overrides(),
+        "lipschitz_L": objects["lipschitz_L"],
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "flush_denormal": flush_denormal,
+        **provenance(),
+    }
     run.write_results(results)
     check_audit(metrics, run.results)
     return evaluation, results

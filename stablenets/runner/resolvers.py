@@ -9,6 +9,7 @@ trainer's device count for a GPU run, none (null) for a CPU run, so CPU runs fit
 ``${stablenets.cpus:${num_threads}}`` — the CPUs per SLURM task: the run's ``num_threads`` when it is a
 number, else :data:`DEFAULT_CPUS`.
 """
+
 from __future__ import annotations
 
 from typing import Any

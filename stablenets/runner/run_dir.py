@@ -5,6 +5,7 @@ the run finished), ``error.txt`` (the traceback of a failed run, so that a sweep
 ``checkpoints/last.ckpt`` (and Lightning's SLURM ``hpc_ckpt_*.ckpt``), the loggers' files and the report.
 Under DDP only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,7 +69,9 @@ class RunDir:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest of ``checkpoints/last.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt`` (saved on preemption)."""
-        cands = [p for p in [self.path / "checkpoints" / "last.ckpt", *self.path.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+        cands = [
+            p for p in [self.path / "checkpoints" / "last.ckpt", *self.path.glob("hpc_ckpt_*.ckpt")] if p.is_file()
+        ]
         return max(cands, key=lambda p: p.stat().st_mtime) if cands else None
 
     def write_results(self, results: dict[str, Any]) -> None:

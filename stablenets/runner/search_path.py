@@ -17,6 +17,7 @@ one that has the name of a packaged file is shadowed by it.  A run records its s
 ``.hydra/hydra.yaml`` (``hydra.runtime.config_sources``); :func:`recorded_search_path` reads it back, so
 ``stablenets-eval`` re-composes a run trained with a user config dir without being told about it.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ def package_conf_dir() -> str:
     for cand in (package / "conf", package.parent / "conf"):
         if (cand / "train.yaml").is_file():
             return str(cand)
-    raise RuntimeError(f"stablenets: no config tree next to {package} (looked for conf/train.yaml in the package "
-                       "and in its source checkout); reinstall the package")
+    raise RuntimeError(
+        f"stablenets: no config tree next to {package} (looked for conf/train.yaml in the package "
+        "and in its source checkout); reinstall the package"
+    )
 
 
 CONF_DIR = package_conf_dir()
@@ -83,6 +86,7 @@ def register_plugin() -> None:
     """Make :class:`EnvSearchPath` and the SLURM launcher known to Hydra in this process (idempotent).  The
     launcher is registered by hand too: Hydra's scan of ``hydra_plugins`` misses it in an editable install."""
     from hydra.core.plugins import Plugins
+
     from hydra_plugins.stablenets_launcher.slurm_launcher import SlurmLauncher
 
     Plugins.instance().register(EnvSearchPath)
@@ -120,8 +124,9 @@ def searchpath_override(entries: list[str]) -> str:
 register_plugin()
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False,
-                   job_name: str = "train"):
+def compose_config(
+    overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False, job_name: str = "train"
+):
     """``train.yaml`` of the packaged tree composed with ``overrides`` (user dirs included), as the CLI would.
 
     Works whatever Hydra state the process is in (inside a Hydra app, after another composition): the global

@@ -12,6 +12,7 @@
   jobs by their result files only, and would wait for that job for ever.)  A requeued job (time limit,
   preemption) stays in the queue and is waited for as before.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -32,8 +34,19 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 #: states of a job that is over (``squeue`` lists them for ``MinJobAge`` after the end)
-ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-         "REVOKED", "SPECIAL_EXIT", "TIMEOUT")
+ENDED = (
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+)
 #: seconds a job may be gone from the queue before its missing result counts (a shared filesystem's delay)
 RESULT_GRACE_S = 20.0
 
@@ -61,8 +74,7 @@ def partition_nodes(partition: str | None) -> tuple[str, list[Node]] | None:
     when ``sinfo`` cannot tell (not installed, not answering)."""
     try:
         cmd = ["sinfo", "-h", "-N", "-o", "%N|%P|%c|%m|%G"]
-        out = subprocess.run(cmd + (["-p", partition] if partition else []), capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(cmd + (["-p", partition] if partition else []), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode:
@@ -96,8 +108,10 @@ def check_request(params: dict[str, Any], nodes_of=partition_nodes) -> str | Non
         return None
     partition, nodes = found
     if not nodes:
-        return (f"the SLURM partition {partition!r} has no nodes (sinfo lists none): choose another with "
-                "hydra.launcher.partition=<name> (sinfo lists them).")
+        return (
+            f"the SLURM partition {partition!r} has no nodes (sinfo lists none): choose another with "
+            "hydra.launcher.partition=<name> (sinfo lists them)."
+        )
     mem_mb = None if mem_gb is None else float(mem_gb) * 1024
 
     def fits(n: Node) -> bool:
@@ -113,13 +127,17 @@ def check_request(params: dict[str, Any], nodes_of=partition_nodes) -> str | Non
         fix.append(f"hydra.launcher.mem_gb={max(1, int(big.mem_mb * 0.9 / 1024))}")
     if big.gpus < gpus:
         fix.append("trainer=cpu (no GPU)" if big.gpus == 0 else f"trainer.devices={big.gpus}")
-    request = (f"{cpus} CPUs (cpus_per_task={params.get('cpus_per_task')} x tasks_per_node={tasks}), "
-               f"{'no memory limit' if mem_gb is None else f'{mem_gb} GB of memory'} and {gpus} GPUs per job")
+    request = (
+        f"{cpus} CPUs (cpus_per_task={params.get('cpus_per_task')} x tasks_per_node={tasks}), "
+        f"{'no memory limit' if mem_gb is None else f'{mem_gb} GB of memory'} and {gpus} GPUs per job"
+    )
     node = f"{big.cpus} CPUs, {big.mem_mb / 1024:.1f} GB and {big.gpus} GPUs"
-    return (f"the SLURM request can never start: each job asks for {request}, but the largest node of partition "
-            f"{partition!r} ({big.name}) has {node}, so SLURM would keep the jobs pending (PartitionConfig) for "
-            f"ever. Nothing was submitted. Size the jobs to the node, e.g. {' '.join(fix)}, or choose another "
-            "partition with hydra.launcher.partition=<name>.")
+    return (
+        f"the SLURM request can never start: each job asks for {request}, but the largest node of partition "
+        f"{partition!r} ({big.name}) has {node}, so SLURM would keep the jobs pending (PartitionConfig) for "
+        f"ever. Nothing was submitted. Size the jobs to the node, e.g. {' '.join(fix)}, or choose another "
+        "partition with hydra.launcher.partition=<name>."
+    )
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str] | None:
@@ -127,8 +145,9 @@ def queue_states(job_ids: list[str]) -> dict[str, str] | None:
     ``None`` when ``squeue`` does not answer (then nothing is concluded)."""
     base = sorted({j.split("_")[0] for j in job_ids})
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(base)], capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(base)], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode and "Invalid job id" not in out.stderr:
@@ -157,11 +176,19 @@ class CheckedSlurmLauncher(SubmititSlurmLauncher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         folder = Path(str(self.params["submitit_folder"]))
         init_keys = {"max_num_timeout", "submitit_folder"}
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder if folder.is_absolute() else sweep_dir / folder,
-                                         **{f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]})
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR,
+            folder=folder if folder.is_absolute() else sweep_dir / folder,
+            **{f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]},
+        )
         baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in baseparams else f"{self._EXECUTOR}_{k}": v
-                                      for k, v in self.params.items() if k not in init_keys})
+        executor.update_parameters(
+            **{
+                k if k in baseparams else f"{self._EXECUTOR}_{k}": v
+                for k, v in self.params.items()
+                if k not in init_keys
+            }
+        )
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
@@ -213,8 +240,10 @@ class CheckedSlurmLauncher(SubmititSlurmLauncher):
 
     def _died(self, job, overrides: list[str], state: str) -> JobReturn:
         logs = f"{job.paths.stdout} / {job.paths.stderr}"
-        msg = (f"SLURM job {job.job_id} ended without a result (state: {state}) — killed for memory or time, its "
-               f"node lost or the job cancelled; its log: {logs}")
+        msg = (
+            f"SLURM job {job.job_id} ended without a result (state: {state}) — killed for memory or time, its "
+            f"node lost or the job cancelled; its log: {logs}"
+        )
         try:
             out = self.run_dir(overrides)
             out.mkdir(parents=True, exist_ok=True)

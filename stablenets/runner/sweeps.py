@@ -6,6 +6,7 @@ where or how it runs: :data:`stablenets.runner.overrides.ENVIRONMENT_KEYS`) also
 ``experiments/inverse_problem.py data.n_train=20`` writes to ``outputs/sweeps/inverse__data.n_train=20``,
 never into the default study's dir.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -35,8 +36,15 @@ def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Pat
     """
     group = study_group(group, user)
     sweep = Path(root) / group
-    cmd = [sys.executable, "-m", "stablenets.train", "-m", *merge_overrides(recipe, user), f"group={hydra_quoted(group)}",
-           f"hydra.sweep.dir={hydra_quoted(str(sweep))}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stablenets.train",
+        "-m",
+        *merge_overrides(recipe, user),
+        f"group={hydra_quoted(group)}",
+        f"hydra.sweep.dir={hydra_quoted(str(sweep))}",
+    ]
     print("$", " ".join(cmd[2:]), flush=True)
     proc = subprocess.run(cmd)
     if proc.returncode:

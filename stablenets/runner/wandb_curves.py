@@ -8,6 +8,7 @@ runs (grouped by the run's ``group``, the sweep's name; filterable by any config
 config being the run's config) overlays the PGD, AutoAttack and certified curves of all its runs without a
 custom chart.  The curve's table and ``wandb.plot.line`` are logged as well (train.py).
 """
+
 from __future__ import annotations
 
 from typing import Any

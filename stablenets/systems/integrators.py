@@ -6,6 +6,7 @@ Explicit Euler multiplies the energy by exactly ``1 + h²`` per step, ``E_n = E_
 symplectic Euler step ``x' = x + h p, p' = p − h x'`` is a linear map with determinant 1 whose eigenvalues
 lie on the unit circle for ``0 < h < 2``, so the energy stays within fixed bounds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,7 @@ def symplectic_euler(x0: float, p0: float, h: float, n: int) -> np.ndarray:
 
 
 def energy(traj: np.ndarray) -> np.ndarray:
-    return 0.5 * (traj ** 2).sum(-1)
+    return 0.5 * (traj**2).sum(-1)
 
 
 def euler_energy_closed_form(e0: float, h: float, n: int) -> np.ndarray:

@@ -1,4 +1,5 @@
 """LightningModules: a task takes a ``net``, an optimizer partial and an optional scheduler partial."""
+
 from .base import Task
 from .classification import ClassificationTask
 from .dynamics import DynamicsTask

@@ -1,8 +1,10 @@
 """The LightningModule shared by every task: it wraps any ``net`` with an optimizer and a scheduler."""
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as pl
 import torch
@@ -16,8 +18,13 @@ class Task(pl.LightningModule):
     (``_partial_: true``).  A scheduler that needs the run length gets it: ``total_steps`` for
     ``OneCycleLR``, ``T_max`` (in optimizer steps) for ``CosineAnnealingLR``."""
 
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "step") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
@@ -25,14 +32,18 @@ class Task(pl.LightningModule):
         self.scheduler_interval = scheduler_interval
         self._means = nn.ModuleDict()  # epoch means of val/test metrics, reduced over DDP ranks as sums
 
-    def log_metric(self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = True,
-                   step: bool = True) -> None:
-        """``split/name``: in training ``train/<name>_step`` per step and rank (with ``step``), ``train/<name>`` the epoch mean;
+    def log_metric(
+        self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = True, step: bool = True
+    ) -> None:
+        """``split/name``: in training ``train/<name>_step`` per step and rank (with ``step``), ``train/<name>`` the
+        epoch mean;
         in val/test an exact epoch mean over all samples of all ranks (a weighted ``MeanMetric``, synchronised
         once per epoch)."""
         if split == "train":  # the step value stays per rank (no collective per step); the epoch mean is reduced
             if step:
-                self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size)
+                self.log(
+                    f"train/{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size
+                )
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
             return
         from torchmetrics import MeanMetric
@@ -41,8 +52,14 @@ class Task(pl.LightningModule):
         if key not in self._means:
             self._means[key] = MeanMetric().to(value.device)
         self._means[key].update(value.detach(), weight=batch_size)
-        self.log(f"{split}/{name}", self._means[key], on_step=False, on_epoch=True, prog_bar=prog_bar and split == "val",
-                 metric_attribute=f"_means.{key}")
+        self.log(
+            f"{split}/{name}",
+            self._means[key],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=prog_bar and split == "val",
+            metric_attribute=f"_means.{key}",
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,4 +1,5 @@
 """Classification (Swiss roll, images) with any loss of :mod:`stablenets.losses`."""
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from ..contracts import Evaluation, LipschitzBounded
 from ..losses import CrossEntropy
 from ..robustness import robustness_curve
 from .base import Task
+
 
 def curve_metrics(rob: dict) -> dict[str, float]:
     """The robustness curve as flat metrics ``test/<kind>_acc/eps_<ε>`` (W&B and pandas pivot on them)."""
@@ -32,8 +34,9 @@ def curve_metrics(rob: dict) -> dict[str, float]:
 
 
 class ClassificationTask(Task):
-    def __init__(self, net, optimizer, scheduler=None, scheduler_interval: str = "step",
-                 loss: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self, net, optimizer, scheduler=None, scheduler_interval: str = "step", loss: torch.nn.Module | None = None
+    ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.loss = loss if loss is not None else CrossEntropy()
 
@@ -57,9 +60,14 @@ class ClassificationTask(Task):
                 metrics["test/lipschitz_bound"] = bound
         attack = cfg.get("attack")
         if attack is not None and attack.get("name", "none") != "none":
-            rob = robustness_curve(self.net, datamodule.test_dataloader(), OmegaConf.to_container(attack, resolve=True),
-                                   convention=cfg.get("certificate", "sqrt2"), box=getattr(datamodule, "box", None),
-                                   progress=cfg.get("progress", "none"))
+            rob = robustness_curve(
+                self.net,
+                datamodule.test_dataloader(),
+                OmegaConf.to_container(attack, resolve=True),
+                convention=cfg.get("certificate", "sqrt2"),
+                box=getattr(datamodule, "box", None),
+                progress=cfg.get("progress", "none"),
+            )
             metrics.update(curve_metrics(rob))
             evaluation.robustness = rob
         return evaluation

@@ -1,4 +1,5 @@
 """Learning a vector field from ``(x, ẋ)`` pairs (Section 5.1), judged by rollouts of the learned ODE."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,15 @@ from .base import Task
 
 
 class DynamicsTask(Task):
-    def __init__(self, net, optimizer, scheduler=None, scheduler_interval: str = "step",
-                 long_horizon_factor: float = 10.0, converged_tol: float = 0.01) -> None:
+    def __init__(
+        self,
+        net,
+        optimizer,
+        scheduler=None,
+        scheduler_interval: str = "step",
+        long_horizon_factor: float = 10.0,
+        converged_tol: float = 0.01,
+    ) -> None:
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.long_horizon_factor, self.converged_tol = long_horizon_factor, converged_tol
 

@@ -7,6 +7,7 @@ The evaluation's cost is stated in the results: the measured Lipschitz constant 
 ``test/lipschitz_passes`` calls of the net (:func:`~stablenets.robustness.lipschitz.search_passes`), each of
 ``model/substeps`` Euler sub-steps for a gradient-flow net (eq. 19); ``eval/seconds`` is its wall time.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,9 @@ class InverseProblemTask(Task):
             pred = self.net(y_te.to(device)).cpu()
         tik = grid_search(datamodule.A, y_tr, x_tr)
         tik_pred = reconstruct(datamodule.A.double(), y_te.double(), tik["tau_star"]).float()
-        measured = empirical_lipschitz(self.net, y_te.to(device), generator=torch.Generator().manual_seed(0),
-                                       **LIPSCHITZ_SEARCH)
+        measured = empirical_lipschitz(
+            self.net, y_te.to(device), generator=torch.Generator().manual_seed(0), **LIPSCHITZ_SEARCH
+        )
         metrics = {
             "test/mse": float(sample_mse(pred, x_te)),
             "test/lipschitz_measured": measured,
@@ -60,14 +62,24 @@ class InverseProblemTask(Task):
         }
         if isinstance(self.net, LipschitzBounded):
             metrics["test/lipschitz_bound"] = float(self.net.lipschitz_bound())
-        metrics["test/lipschitz_passes"] = search_passes(len(LIPSCHITZ_SEARCH["scales"]),
-                                                         LIPSCHITZ_SEARCH["jacobian_iters"],
-                                                         LIPSCHITZ_SEARCH["ascent_steps"])
+        metrics["test/lipschitz_passes"] = search_passes(
+            len(LIPSCHITZ_SEARCH["scales"]), LIPSCHITZ_SEARCH["jacobian_iters"], LIPSCHITZ_SEARCH["ascent_steps"]
+        )
         metrics["model/substeps"] = substep_budget(self.net)  # per eval-mode forward (certified norms)
         metrics["model/substeps_train"] = substeps_train
         cap = substep_cap(self.net)
         if cap is not None:
             metrics["model/substeps_cap"] = cap
         metrics["eval/seconds"] = time.perf_counter() - t0
-        return Evaluation(metrics, figures={"reconstructions": {"y": y_te, "x": x_te, "pred": pred, "tikhonov": tik_pred,
-                                                                "tau_star": tik["tau_star"]}})
+        return Evaluation(
+            metrics,
+            figures={
+                "reconstructions": {
+                    "y": y_te,
+                    "x": x_te,
+                    "pred": pred,
+                    "tikhonov": tik_pred,
+                    "tau_star": tik["tau_star"],
+                }
+            },
+        )

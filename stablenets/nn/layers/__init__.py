@@ -16,6 +16,7 @@ Common signature: dense ``Family Linear(in_features, out_features=None, ...)``; 
 layer has ``lipschitz_bound()``: a certified upper bound of its eval-mode map, so
 :func:`stablenets.nn.bounds.lipschitz_bound` composes it with the other parts of a network.
 """
+
 from .aol import AOLConv2d, AOLLinear
 from .bcop import BCOPConv2d
 from .cayley import CayleyConv2d, CayleyLinear
@@ -37,6 +38,21 @@ FAMILIES = {
     "sandwich": (SandwichLinear, SandwichConv2d),
 }
 
-__all__ = ["FAMILIES", "AOLConv2d", "AOLLinear", "BCOPConv2d", "CayleyConv2d", "CayleyLinear", "CPLConv2d",
-           "CPLLinear", "LOTConv2d", "LOTLinear", "SandwichConv2d", "SandwichLinear", "SLLConv2d", "SLLLinear",
-           "SOCConv2d", "SOCLinear"]
+__all__ = [
+    "FAMILIES",
+    "AOLConv2d",
+    "AOLLinear",
+    "BCOPConv2d",
+    "CayleyConv2d",
+    "CayleyLinear",
+    "CPLConv2d",
+    "CPLLinear",
+    "LOTConv2d",
+    "LOTLinear",
+    "SandwichConv2d",
+    "SandwichLinear",
+    "SLLConv2d",
+    "SLLLinear",
+    "SOCConv2d",
+    "SOCLinear",
+]

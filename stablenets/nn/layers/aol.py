@@ -11,6 +11,7 @@ keeps ``D`` finite for an all-zero column and only shrinks it.
 Certified bound: the norm of the rescaled weight ``WD`` the forward pass applies, by SVD (dense) or by its
 Fourier symbol on the actual input shape (convolution); at most 1 up to rounding.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,7 @@ from torch import nn
 
 from ...checks import check_count
 from ..power import dense_norm_bound
-from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
-                  dense_features)
+from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_norm, dense_features
 
 EPS = 1e-6
 
@@ -52,8 +52,14 @@ class AOLConv2d(nn.Module):
     """Convolutional AOL on inputs of shape ``in_shape`` to ``out_channels`` (default: the input's), a ``k×k``
     stride-1 'same' convolution with zero or circular padding, initialised to the identity (Dirac) as in the paper."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True, padding_mode: str = "zeros") -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+    ) -> None:
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)

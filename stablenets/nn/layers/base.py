@@ -6,14 +6,14 @@ its eval-mode map **with the stored parameters, in exact arithmetic** (the conve
 :mod:`stablenets.nn.spectral`): the bound is computed in float64 from the very tensors the eval-mode forward
 applies, and enlarged by :data:`~stablenets.nn.power.CERT_SLACK` for the float64 rounding of the SVD/FFT.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..power import CERT_SLACK, conv_norm_bound
-
 from ...checks import check_count
+from ..power import CERT_SLACK, conv_norm_bound
 
 PADDING_MODES = ("zeros", "circular")
 
@@ -27,8 +27,9 @@ def check_image_shape(in_shape) -> tuple[int, int, int]:
 
 def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[int, int, int] | None = None) -> None:
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size must be an odd integer >= 1 (a shape-preserving convolution), "
-                         f"got {kernel_size!r}")
+        raise ValueError(
+            f"kernel_size must be an odd integer >= 1 (a shape-preserving convolution), got {kernel_size!r}"
+        )
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if padding_mode == "circular" and in_shape is not None and min(in_shape[1:]) < kernel_size:
@@ -53,12 +54,15 @@ def dense_features(in_features: int, out_features: int | None) -> tuple[int, int
 def check_input(x: torch.Tensor, in_shape: tuple[int, int, int], name: str) -> None:
     """A convolutional layer's bound holds for the input shape it was built for: refuse any other."""
     if tuple(x.shape[1:]) != in_shape:
-        raise ValueError(f"{name} was built for inputs of shape {in_shape} (its certified bound is for that shape), "
-                         f"got a batch of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} was built for inputs of shape {in_shape} (its certified bound is for that shape), "
+            f"got a batch of shape {tuple(x.shape)}"
+        )
 
 
-def conv_same(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None,
-              padding_mode: str = "zeros") -> torch.Tensor:
+def conv_same(
+    x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None, padding_mode: str = "zeros"
+) -> torch.Tensor:
     """Stride-1 'same' cross-correlation with an odd ``k×k`` kernel, zero or circular padding."""
     p = kernel.shape[-1] // 2
     if padding_mode == "circular" and p:

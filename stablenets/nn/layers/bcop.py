@@ -17,6 +17,7 @@ here batched) from the free parameters scaled to spectral norm 1.  Channels: the
 Certified bound: the operator norm of the composed kernel the forward pass applies (its Fourier symbol on
 the actual input shape): 1 up to the Björck iterations' residual and rounding.
 """
+
 from __future__ import annotations
 
 import torch
@@ -57,8 +58,15 @@ class BCOPConv2d(nn.Module):
     """BCOP ``k×k`` convolution on inputs of shape ``in_shape`` to ``out_channels`` (default: the input's);
     circular padding (exactly orthogonal for equal channels) or zero padding (norm ≤ 1)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True, padding_mode: str = "circular", bjorck_iters: int = 20) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        bias: bool = True,
+        padding_mode: str = "circular",
+        bjorck_iters: int = 20,
+    ) -> None:
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
@@ -100,5 +108,7 @@ class BCOPConv2d(nn.Module):
         return float(conv_same_norm(self.kernel(), self.work_shape, self.padding_mode))
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"padding_mode={self.padding_mode}, bjorck_iters={self.bjorck_iters}")
+        return (
+            f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"padding_mode={self.padding_mode}, bjorck_iters={self.bjorck_iters}"
+        )

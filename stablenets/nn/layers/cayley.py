@@ -19,14 +19,14 @@ The parameter is ``α W/‖W‖_F`` with a learned scale ``α`` initialised to `
 
 Certified bound: ``max_ω ‖Q(ω)‖`` (float64 SVD) of the matrices the forward pass applies — 1 up to rounding.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (circular_conv_shapes, check_input, dense_features, fourier_apply,
-                  kernel_symbol, spectral_max_norm)
+from .base import check_input, circular_conv_shapes, dense_features, fourier_apply, kernel_symbol, spectral_max_norm
 
 
 def cayley(w: torch.Tensor) -> torch.Tensor:
@@ -66,8 +66,9 @@ class CayleyLinear(nn.Module):
 class CayleyConv2d(nn.Module):
     """Circular ``k×k`` Cayley convolution on inputs of shape ``in_shape`` (``H, W ≥ k``) to ``out_channels``."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3, bias: bool = True
+    ) -> None:
         super().__init__()
         self.in_shape, self.out_shape = circular_conv_shapes(in_shape, out_channels, kernel_size)
         in_shape, out_channels = self.in_shape, self.out_shape[0]

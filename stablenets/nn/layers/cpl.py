@@ -15,14 +15,15 @@ For a positively homogeneous σ (ReLU) ``x − h Aᵀσ(Ax + b)`` equals CPL's `
 
 As every tracked operator, the estimate is advanced by ``PowerMethodCallback`` after each optimizer step.
 """
+
 from __future__ import annotations
 
 import torch
 
+from ...checks import check_count
 from ..activations import get_activation
 from ..gradient_flow import GradientFlowBlock
 from ..spectral import SpectralConv2d, SpectralLinear
-from ...checks import check_count
 from .base import check_image_shape, check_input, check_kernel
 
 
@@ -36,13 +37,20 @@ def _step(activation: str, margin: float) -> float:
 class CPLLinear(GradientFlowBlock):
     """Dense CPL on ``in_features``; ``hidden`` rows of ``W`` (default: ``in_features``)."""
 
-    def __init__(self, in_features: int, out_features: int | None = None, hidden: int | None = None,
-                 activation: str = "relu", margin: float = 0.01) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        hidden: int | None = None,
+        activation: str = "relu",
+        margin: float = 0.01,
+    ) -> None:
         check_count(in_features=in_features)
         check_count(hidden=hidden)
         if out_features not in (None, in_features):
-            raise ValueError(f"CPL is residual: out_features must equal in_features ({in_features}), "
-                             f"got {out_features}")
+            raise ValueError(
+                f"CPL is residual: out_features must equal in_features ({in_features}), got {out_features}"
+            )
         op = SpectralLinear(in_features, hidden or in_features, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
         self.in_features = self.out_features = in_features
@@ -52,14 +60,22 @@ class CPLConv2d(GradientFlowBlock):
     """Convolutional CPL on inputs of shape ``in_shape``; ``W`` a stride-1 'same' convolution to ``hidden``
     channels (default: the input's), ``Wᵀ`` its adjoint."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 hidden: int | None = None, activation: str = "relu", margin: float = 0.01) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        hidden: int | None = None,
+        activation: str = "relu",
+        margin: float = 0.01,
+    ) -> None:
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size)
         check_count(hidden=hidden)
         if out_channels not in (None, in_shape[0]):
-            raise ValueError(f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), "
-                             f"got {out_channels}")
+            raise ValueError(
+                f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}"
+            )
         op = SpectralConv2d(in_shape, hidden or in_shape[0], kernel_size, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
         self.in_shape = self.out_shape = in_shape

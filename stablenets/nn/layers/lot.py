@@ -19,6 +19,7 @@ so ``Q ≈ V Z_T/√c``.  On every eigenvalue ``λ ∈ (0, 1]`` of ``S`` the ite
 
 Certified bound: ``max_ω ‖Q(ω)‖`` (float64 SVD) of the matrices the forward pass applies.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,7 @@ from torch import nn
 
 from ...checks import check_count
 from ..power import dense_norm_bound
-from .base import (check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol,
-                  spectral_max_norm)
+from .base import check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol, spectral_max_norm
 
 
 def orthonormalize(v: torch.Tensor, iters: int) -> torch.Tensor:
@@ -55,8 +55,14 @@ def _check_iters(train_iters: int, eval_iters: int) -> None:
 class LOTLinear(nn.Module):
     """Dense LOT ``in_features → out_features`` (default: square), initialised orthogonal."""
 
-    def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True, train_iters: int = 10,
-                 eval_iters: int = 20) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        bias: bool = True,
+        train_iters: int = 10,
+        eval_iters: int = 20,
+    ) -> None:
         super().__init__()
         check_count(in_features=in_features)
         check_count(out_features=out_features)
@@ -82,8 +88,15 @@ class LOTLinear(nn.Module):
 class LOTConv2d(nn.Module):
     """Circular ``k×k`` LOT convolution on inputs of shape ``in_shape`` (``H, W ≥ k``) to ``out_channels``."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True, train_iters: int = 10, eval_iters: int = 20) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        bias: bool = True,
+        train_iters: int = 10,
+        eval_iters: int = 20,
+    ) -> None:
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, "circular", in_shape)

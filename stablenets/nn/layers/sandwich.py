@@ -21,6 +21,7 @@ convolutions on ``in_shape``, ``[A(ω) B(ω)] = cayley(α Ŵ(ω)/‖Ŵ‖_F)`` p
 operators ``𝒜 = Re F⁻¹AF``, ``ℬ = Re F⁻¹BF``, and the bound above applies: ``Lip ≤ ‖[𝒜 ℬ]‖² ≤
 max_ω ‖[A(ω) B(ω)]‖²`` (taking the real part is a contraction).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..power import dense_norm_bound
-from .base import (circular_conv_shapes, check_input, dense_features, fourier_apply,
-                  kernel_symbol, spectral_max_norm)
+from .base import check_input, circular_conv_shapes, dense_features, fourier_apply, kernel_symbol, spectral_max_norm
 from .cayley import cayley
 
 
@@ -53,7 +53,7 @@ class SandwichLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.orthogonal()
-        a, b = q[:, : self.out_features], q[:, self.out_features:]
+        a, b = q[:, : self.out_features], q[:, self.out_features :]
         shift = None if self.bias is None else self.bias * torch.exp(self.psi) / math.sqrt(2)
         return 2 * (F.relu(F.linear(x, b, shift)) @ a)
 
@@ -66,8 +66,9 @@ class SandwichConv2d(nn.Module):
     """Circular ``k×k`` sandwich convolution on inputs of shape ``in_shape`` (``H, W ≥ k``) to ``out_channels``
     (default: the input's), ReLU inside."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3, bias: bool = True
+    ) -> None:
         super().__init__()
         self.in_shape, self.out_shape = circular_conv_shapes(in_shape, out_channels, kernel_size)
         in_shape, out_channels = self.in_shape, self.out_shape[0]

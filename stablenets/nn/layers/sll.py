@@ -16,6 +16,7 @@ Certified bound (computed, not assumed): for two inputs, ``f(x) − f(y) = (I �
 spectrum in ``[1 − 2k‖V‖², 1]``, so ``Lip ≤ max(1, 2k‖V‖² − 1)``, with ``‖V‖`` certified (SVD / Fourier symbol)
 from the stored ``W`` and the ``T⁻¹`` the forward pass applies.  In exact arithmetic ``‖V‖ ≤ 1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..activations import get_activation
 from ...checks import check_count
+from ..activations import get_activation
 from ..power import dense_norm_bound
-from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint,
-                  conv_same_norm)
+from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint, conv_same_norm
 
 
 def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -38,7 +38,7 @@ def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.
 
 
 def _bound(v_norm: float, k: float) -> float:
-    return max(1.0, 2.0 * k * v_norm ** 2 - 1.0)
+    return max(1.0, 2.0 * k * v_norm**2 - 1.0)
 
 
 class _SLL(nn.Module):
@@ -61,14 +61,21 @@ class _SLL(nn.Module):
 class SLLLinear(_SLL):
     """Dense SLL on ``in_features`` with ``hidden`` rows of ``W`` (default ``in_features``)."""
 
-    def __init__(self, in_features: int, out_features: int | None = None, hidden: int | None = None,
-                 activation: str = "relu", eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        hidden: int | None = None,
+        activation: str = "relu",
+        eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         check_count(in_features=in_features)
         check_count(hidden=hidden)
         if out_features not in (None, in_features):
-            raise ValueError(f"SLL is residual: out_features must equal in_features ({in_features}), "
-                             f"got {out_features}")
+            raise ValueError(
+                f"SLL is residual: out_features must equal in_features ({in_features}), got {out_features}"
+            )
         hidden = hidden or in_features
         self.in_features = self.out_features = in_features
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(hidden, in_features)))
@@ -92,21 +99,29 @@ class SLLConv2d(_SLL):
     """Convolutional SLL on inputs of shape ``in_shape``: ``W`` a ``k×k`` stride-1 'same' convolution to
     ``hidden`` channels (default: the input's), zero or circular padding (the comparison uses circular)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 hidden: int | None = None, activation: str = "relu", padding_mode: str = "zeros",
-                 eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        hidden: int | None = None,
+        activation: str = "relu",
+        padding_mode: str = "zeros",
+        eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
         check_count(hidden=hidden)
         if out_channels not in (None, in_shape[0]):
-            raise ValueError(f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), "
-                             f"got {out_channels}")
+            raise ValueError(
+                f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}"
+            )
         hidden = hidden or in_shape[0]
         self.in_shape = self.out_shape = in_shape
         self.padding_mode = padding_mode
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(hidden, in_shape[0], kernel_size, kernel_size)))
-        fan_in = in_shape[0] * kernel_size ** 2
+        fan_in = in_shape[0] * kernel_size**2
         self.bias = nn.Parameter(torch.empty(hidden).uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in)))
         self._init(hidden, activation, eps)
 

@@ -21,6 +21,7 @@ the geometric bound.  ``‖exp(L)‖ = 1`` needs ``L`` exactly skew-symmetric; t
 applied tensor (``fl(a − b) = −fl(b − a)``, so it holds in floating point) and otherwise reports the plain
 ``Σ_{k≤K} ℓ^k/k!``.  With ``ℓ = 0.7`` and ``K = 12`` the tail is ~1e-12.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,34 +32,50 @@ from torch import nn
 
 from ...checks import check_count
 from ..power import CERT_SLACK, dense_norm_bound
-from .base import (check_image_shape, check_input, check_kernel, conv_same, conv_same_norm,
-                  dense_features, flip_transpose)
+from .base import (
+    check_image_shape,
+    check_input,
+    check_kernel,
+    conv_same,
+    conv_same_norm,
+    dense_features,
+    flip_transpose,
+)
 
 
-def exp_series_tail(l: float, K: int) -> float:
-    """Upper bound of ``Σ_{k>K} l^k/k!`` (float64, enlarged for rounding)."""
-    if l <= 0:
+def exp_series_tail(ell: float, K: int) -> float:
+    """Upper bound of ``Σ_{k>K} ℓ^k/k!`` (float64, enlarged for rounding)."""
+    if ell <= 0:
         return 0.0
-    term = math.exp((K + 1) * math.log(l) - math.lgamma(K + 2))  # l^(K+1)/(K+1)!
+    term = math.exp((K + 1) * math.log(ell) - math.lgamma(K + 2))  # ℓ^(K+1)/(K+1)!
     total, k = 0.0, K + 1
     while True:
         total += term
-        r = l / (k + 1)
+        r = ell / (k + 1)
         if r < 0.1:
             return (total + term * r / (1 - r)) * (1 + 1e-12)
         term *= r
         k += 1
 
 
-def exp_series_sum(l: float, K: int) -> float:
-    return sum(l ** k / math.factorial(k) for k in range(K + 1)) * (1 + 1e-12)
+def exp_series_sum(ell: float, K: int) -> float:
+    return sum(ell**k / math.factorial(k) for k in range(K + 1)) * (1 + 1e-12)
 
 
 class _SOC(nn.Module):
     u: torch.Tensor
 
-    def _setup(self, channels: int, out_channels: int, in_channels: int, train_terms: int, eval_terms: int,
-               correction: float, init_iters: int, bias: bool) -> None:
+    def _setup(
+        self,
+        channels: int,
+        out_channels: int,
+        in_channels: int,
+        train_terms: int,
+        eval_terms: int,
+        correction: float,
+        init_iters: int,
+        bias: bool,
+    ) -> None:
         for name, v in (("train_terms", train_terms), ("eval_terms", eval_terms)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -129,15 +146,25 @@ class _SOC(nn.Module):
         return exp_series_sum(ell, self.eval_terms) * (1 + CERT_SLACK)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels} -> {self.out_channels}, terms={self.train_terms}/{self.eval_terms}, "
-                f"correction={self.correction}")
+        return (
+            f"{self.in_channels} -> {self.out_channels}, terms={self.train_terms}/{self.eval_terms}, "
+            f"correction={self.correction}"
+        )
 
 
 class SOCLinear(_SOC):
     """Dense SOC: ``exp(L)`` with ``L`` a skew-symmetric ``max(in, out)`` square matrix."""
 
-    def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True, train_terms: int = 5,
-                 eval_terms: int = 12, correction: float = 0.7, init_iters: int = 50) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        bias: bool = True,
+        train_terms: int = 5,
+        eval_terms: int = 12,
+        correction: float = 0.7,
+        init_iters: int = 50,
+    ) -> None:
         super().__init__()
         in_features, out_features = dense_features(in_features, out_features)
         c = max(in_features, out_features)
@@ -168,9 +195,18 @@ class SOCConv2d(_SOC):
     """Convolutional SOC on inputs of shape ``in_shape``: a ``k×k`` skew-symmetric stride-1 'same' convolution
     on ``max(in, out)`` channels, zero or circular padding."""
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3,
-                 bias: bool = True, padding_mode: str = "zeros", train_terms: int = 5, eval_terms: int = 12,
-                 correction: float = 0.7, init_iters: int = 50) -> None:
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int | None = None,
+        kernel_size: int = 3,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        train_terms: int = 5,
+        eval_terms: int = 12,
+        correction: float = 0.7,
+        init_iters: int = 50,
+    ) -> None:
         super().__init__()
         in_shape = check_image_shape(in_shape)
         check_kernel(kernel_size, padding_mode, in_shape)
