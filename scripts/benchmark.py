@@ -63,7 +63,7 @@ from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
 from stablenets.nn.activations import GroupSort
 from stablenets.nn.bounds import lipschitz_bound
 from stablenets.nn.isometries import L2Pool2d
-from stablenets.robustness import pgd_l2_plain, robustness_curve
+from stablenets.robustness import pgd_l2_per_eps, robustness_curve
 from stablenets.robustness.curve import chunk_for, take
 from stablenets.runner.config import build, build_objects, without_hydra
 from stablenets.runner.numerics import flush_denormals
@@ -446,11 +446,11 @@ def main() -> None:
         fast = [r["pgd_acc"] for r in curve["curve"]]
         eps, n_iter = attack["eps"], attack["n_iter"]
         t0 = time.perf_counter()
-        plain = pgd_l2_plain(net, x, y, eps, n_iter=n_iter)
+        plain = pgd_l2_per_eps(net, x, y, eps, n_iter=n_iter)
         t_plain = time.perf_counter() - t0
         chunk = chunk_for(device, attack.get("chunk_size", "auto"))
         t0 = time.perf_counter()
-        plain_chunked = pgd_l2_plain(net, x, y, eps, n_iter=n_iter, chunk_size=chunk, layout=True)
+        plain_chunked = pgd_l2_per_eps(net, x, y, eps, n_iter=n_iter, chunk_size=chunk, layout=True)
         t_chunked = time.perf_counter() - t0
         plain_passes = len(x) * n_iter * sum(e > 0 for e in eps)
         worse = max(a - b for a, b in zip(fast, plain))

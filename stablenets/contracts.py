@@ -28,6 +28,15 @@ class LipschitzBounded(Protocol):
 
 
 @runtime_checkable
+class Exportable(Protocol):
+    """A constrained layer with a plain form: ``plain()`` returns a standard torch module computing its eval-mode
+    map from fixed tensors (no norm read, no check, no complex number), which ``freeze`` and
+    ``stablenets-export`` put in its place.  Every layer family, spectral layer and gradient-flow block is one."""
+
+    def plain(self) -> nn.Module: ...
+
+
+@runtime_checkable
 class BoundedBody(Protocol):
     """A classifier ``head ∘ body`` whose feature extractor ``body`` has its own certified bound."""
 

@@ -36,6 +36,7 @@ GROUP_OPTIONS = {
         "experiment",
     )
 }
+LAYER_OPTIONS = sorted(p.stem for p in (CONF / "model" / "layer").glob("*.yaml"))
 CONV_MODELS = ["conv_nonexpansive", "conv_resnet", "certified_conv", "lipconvnet"]
 # a tiny classification run (seconds): a sweep of these tests a launcher, not training
 EPS = [0.0, 0.1, 0.3]

@@ -13,7 +13,7 @@ from torch import nn
 from problems import blobs, compose_cfg, fit, patch_images
 from stablenets.models import ConvNonExpansiveNet, InvNet, NonExpansiveNet
 from stablenets.nn import SpectralConv2d, SpectralLinear, UnknownLayerError, lipschitz_bound
-from stablenets.nn.power import round_down, round_up
+from stablenets.nn.norms import round_down, round_up
 from stablenets.robustness import certified_radius, empirical_lipschitz, pgd_l2
 from stablenets.runner.config import build_objects
 from stablenets.runner.errors import CertificateError

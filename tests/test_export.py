@@ -11,7 +11,12 @@ import sys
 import pytest
 import torch
 
+from problems import GROUP_OPTIONS, LAYER_OPTIONS, compose_cfg
 from stablenets.api import compose, export, train
+from stablenets.contracts import Exportable
+from stablenets.nn.gradient_flow import FlowSteps
+from stablenets.nn.layers.fourier import FourierLayer
+from stablenets.nn.plain import freeze
 from stablenets.robustness.certify import certified_radius
 
 # its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
@@ -196,8 +201,8 @@ def test_export_cli_errors_are_one_paragraph(tmp_path, capsys):
     assert e.value.code == 2 and "is not a finished run" in err and "Traceback" not in err
 
 
-# every model config: (input shape, output size, extra constructor arguments)
-MODELS = {
+# the arguments the data module and the runner give each model config: (input shape, output size, extra)
+MODEL_ARGS = {
     "nonexpansive": ((2,), 2, {"L": 2.0}),
     "conv_nonexpansive": ((1, 28, 28), 10, {}),
     "certified_conv": ((1, 28, 28), 10, {}),
@@ -210,37 +215,48 @@ MODELS = {
     "contracting": ((2,), 2, {}),
     "lyapunov": ((2,), 2, {}),
     "vector_field_mlp": ((2,), 2, {}),
+    "lipconvnet": ((1, 28, 28), 10, {}),
 }
+# every model config, and LipConvNet with every layer family (a small one: width 4, one layer per block)
+MODELS = GROUP_OPTIONS["model"] + [f"lipconvnet/{layer}" for layer in LAYER_OPTIONS]
+SMALL_LIPCONVNET = ["model.base_width=4", "model.layers=1"]
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
-def test_freeze_computes_the_eval_forward_of_every_model(model):
-    """The frozen copy (standard layers, sub-step loops) equals the eval-mode model; torch.export traces it."""
+def test_every_model_config_has_export_arguments():
+    assert set(GROUP_OPTIONS["model"]) == set(MODEL_ARGS)
+
+
+def _model(name: str, tmp_path) -> tuple[torch.nn.Module, tuple[int, ...]]:
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from stablenets.runner.export import FlowSteps, freeze
-    from stablenets.runner.search_path import CONF_DIR
-
-    in_shape, out_dim, extra = MODELS[model]
-    node = OmegaConf.load(f"{CONF_DIR}/model/{model}.yaml")
+    config, _, layer = name.partition("/")
+    in_shape, out_dim, extra = MODEL_ARGS[config]
+    overrides = [f"model={config}"] + ([f"model/layer={layer}", *SMALL_LIPCONVNET] if layer else [])
+    node = compose_cfg(overrides, tmp_path).model
     torch.manual_seed(0)
-    net = instantiate(node, in_shape=in_shape, out_dim=out_dim, **extra).eval()
+    return instantiate(node, in_shape=in_shape, out_dim=out_dim, **extra, _convert_="all").eval(), in_shape
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_freeze_computes_the_eval_forward_of_every_model(model, tmp_path):
+    """The frozen copy (plain layers, sub-step loops) computes the eval-mode model — bit for bit where it
+    applies the same operations, to 1e-6 where a Fourier-domain family's DFTs become real matrix products —
+    no constrained part is left in it, and torch.export traces it."""
+    net, in_shape = _model(model, tmp_path)
     with torch.no_grad():  # weights far from their initial norms: the eval-mode scales and sub-step counts matter
         for p in net.parameters():
             p.mul_(3.0)
     x = torch.rand(5, *in_shape)
     frozen = freeze(net)
-    from stablenets.models.certified import RowNormalizedLinear
-    from stablenets.nn.gradient_flow import GradientFlowBlock
-    from stablenets.nn.spectral import SpectralOperator
-
-    assert not [
-        m for m in frozen.modules() if isinstance(m, (SpectralOperator, GradientFlowBlock, RowNormalizedLinear))
-    ]
+    assert not [m for m in frozen.modules() if isinstance(m, Exportable)]
     with torch.no_grad():
         ref = net(x)
-        assert torch.equal(frozen(x), ref)
+        out = frozen(x)
+    fourier = any(isinstance(m, FourierLayer) for m in net.modules())
+    if fourier:
+        assert (out - ref).abs().max() <= 1e-6 * max(1.0, float(ref.abs().max()))
+    else:
+        assert torch.equal(out, ref)
     if model == "lyapunov":  # its forward differentiates V (autograd.grad), which torch.export cannot trace
         return
     with torch.no_grad():
@@ -249,3 +265,12 @@ def test_freeze_computes_the_eval_forward_of_every_model(model):
     blocks = [m for m in frozen.modules() if isinstance(m, FlowSteps)]
     if model in ("nonexpansive", "conv_nonexpansive"):
         assert blocks and max(b.n for b in blocks) > 1  # the eval-mode sub-step loop is exported as a loop
+    if model.startswith("lipconvnet/"):  # every layer family goes through ONNX and runs in ONNX Runtime
+        import onnxruntime as ort
+
+        from stablenets.runner.export import _export_onnx
+
+        _export_onnx(program, x[:2], tmp_path / "model.onnx", {"family": model})
+        session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+        logits = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        assert (logits - ref).abs().max() <= 1e-5 * max(1.0, float(ref.abs().max()))

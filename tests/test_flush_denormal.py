@@ -14,7 +14,7 @@ import torch
 
 from problems import compose_cfg
 from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
-from stablenets.nn.power import conv_norm_bound, dense_norm_bound, flush_slack
+from stablenets.nn.norms import conv_norm_bound, dense_norm_bound, flush_slack
 from stablenets.robustness import empirical_lipschitz
 from stablenets.runner.errors import ConfigError
 from stablenets.runner.numerics import flush_denormals, flushing

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stablenets.models import ConvResNet, NonExpansiveNet
-from stablenets.robustness import autoattack_l2, certified_accuracy, pgd_l2, pgd_l2_plain
+from stablenets.robustness import autoattack_l2, certified_accuracy, pgd_l2, pgd_l2_per_eps
 
 # its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_pgd")
@@ -93,7 +93,7 @@ def test_agrees_with_torchattacks(image_model):
 
     net, x, y = image_model
     for e in (0.1, 0.3, 0.6):
-        ours = pgd_l2_plain(net, x, y, [e], n_iter=20)[0]
+        ours = pgd_l2_per_eps(net, x, y, [e], n_iter=20)[0]
         atk = torchattacks.PGDL2(net, eps=e, alpha=2.5 * e / 20, steps=20, random_start=False)
         adv = atk(x, y)
         with torch.no_grad():

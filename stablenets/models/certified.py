@@ -32,7 +32,7 @@ from ..nn.activations import GroupSort
 from ..nn.bounds import lipschitz_bound
 from ..nn.gradient_flow import GradientFlowBlock, NonExpansiveBlock
 from ..nn.isometries import ChannelPad, L2Pool2d
-from ..nn.power import CERT_SLACK, dense_norm_bound
+from ..nn.norms import CERT_SLACK, dense_norm_bound
 from ..nn.spectral import SpectralConv2d, SpectralLinear
 
 LIFTS = ("pad", "conv")
@@ -56,8 +56,17 @@ class RowNormalizedLinear(nn.Module):
 
     @torch.no_grad()
     def lipschitz_bound(self) -> float:
-        """``‖Ŵ‖₂`` of the normalised weight the forward pass applies (SVD in float64)."""
+        """``‖Ŵ‖₂`` of the normalised weight the forward pass applies (certified, :mod:`~stablenets.nn.norms`)."""
         return float(dense_norm_bound(self.effective_weight()))
+
+    @torch.no_grad()
+    def plain(self) -> nn.Linear:
+        """``nn.Linear`` holding the normalised weight."""
+        w = self.effective_weight()
+        lin = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+        lin.weight.copy_(w)
+        lin.bias.copy_(self.bias)
+        return lin.requires_grad_(False)
 
 
 class CertifiedConvNet(nn.Module):

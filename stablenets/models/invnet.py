@@ -25,7 +25,7 @@ from torch import nn
 
 from ..checks import check_count, check_positive
 from ..nn.gradient_flow import NonExpansiveBlock
-from ..nn.power import round_down
+from ..nn.norms import round_down
 
 
 class InvNet(nn.Module):

@@ -5,7 +5,8 @@ its actual input shape, which it follows through the parts.  Each rule is exact 
 bound; a module it has no rule for raises :class:`UnknownLayerError` naming it — never a guess:
 
 * a module with its own ``lipschitz_bound()`` (gradient-flow blocks, spectral layers, models): that value;
-* ``nn.Linear``: ``‖W‖₂`` by SVD; ``nn.Conv2d`` (zero padding, no groups or dilation): the Fourier-symbol
+* ``nn.Linear``: ``‖W‖₂`` (:mod:`~stablenets.nn.norms`); ``nn.Conv2d`` (zero padding, no groups or dilation): the
+  Fourier-symbol
   bound of the operator on the actual input shape;
 * average pooling (``AvgPool2d`` with any kernel, stride, padding, ``ceil_mode``, ``count_include_pad``,
   ``divisor_override``; ``AdaptiveAvgPool2d``): a linear map with non-negative entries, so
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import LipschitzBounded
-from .power import CERT_SLACK, conv_norm_bound, dense_norm_bound
+from .norms import CERT_SLACK, conv_norm_bound, dense_norm_bound
 
 ONE = (
     nn.Identity,

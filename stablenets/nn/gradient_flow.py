@@ -26,10 +26,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_nonnegative, check_positive
 from .activations import get_activation
+from .power import conv_ops
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 
@@ -53,7 +55,7 @@ def substep_cap(module: nn.Module) -> int | None:
     return sum(substeps_for(b.max_norm, b.T, b.k, max(b.margin, b.eval_margin)) for b in blocks)
 
 
-def cpu_layout(x: torch.Tensor) -> torch.Tensor:
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the memory layout convolutions run fastest in: channels-last for images on the CPU (oneDNN's
     NHWC kernels: 1.6-3× faster than NCHW for the 8-16-channel convolutions of these nets, backward included),
     unchanged otherwise (on CUDA the layout is left to the user).  Values are the same; only strides change."""
@@ -67,7 +69,7 @@ def euler_substeps(x: torch.Tensor, n: int, h: float, op, op_t, act) -> torch.Te
 
     One place for the step, shared by the block and its exported copy (``runner/export.py``), which must
     compute the same numbers.  ``x − h·v`` is one fused operation (``torch.sub(..., alpha=h)``)."""
-    x = cpu_layout(x)
+    x = channels_last_on_cpu(x)
     for _ in range(n):
         x = torch.sub(x, op_t(act(op(x))), alpha=h)
     return x
@@ -132,6 +134,10 @@ class GradientFlowBlock(nn.Module):
         """1, by eq. (19) with the certified norm (eval-mode sub-steps)."""
         return 1.0
 
+    def plain(self) -> FlowSteps:
+        """The block frozen at its eval-mode weight and sub-step count: :class:`FlowSteps`."""
+        return FlowSteps.of(self)
+
 
 class NonExpansiveBlock(GradientFlowBlock):
     """Dense block of snippet 1: ``A ∈ R^{hidden×dim}``."""
@@ -166,3 +172,57 @@ class NonExpansiveConvBlock(GradientFlowBlock):
         op = SpectralConv2d(in_shape, hidden or int(in_shape[0]), kernel_size, max_norm=max_norm)
         super().__init__(op, T, activation, margin)
         self.in_shape = op.in_shape
+
+
+class FlowSteps(nn.Module):
+    """``n`` explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)`` with fixed ``A``, ``b``, ``n``, ``h = T/n`` (eq. 18):
+    a gradient-flow block frozen at its eval-mode weight and sub-step count — the same operations in the same
+    order (:func:`euler_substeps`), so it computes the block's eval-mode numbers; ``A`` dense or a convolution
+    (``Aᵀ`` its exact adjoint, computed as the layer computes it: :func:`stablenets.nn.power.conv_ops`)."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        n: int,
+        T: float,
+        activation: str,
+        conv: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.n, self.T, self.activation, self.conv = int(n), float(T), activation, conv
+        self.act = get_activation(activation, monotone=True)[0]
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, block: GradientFlowBlock) -> FlowSteps:
+        w, norm = block.op.eval_weight()  # the applied weight and the sub-step count, as the eval forward
+        n = block._eval_substeps(norm)
+        conv = None
+        if isinstance(block.op, SpectralConv2d):
+            op = block.op
+            conv = {"in_shape": tuple(op.in_shape), "stride": op.stride, "padding": op.padding}
+        elif not isinstance(block.op, SpectralLinear):
+            raise TypeError(f"no plain form of a gradient-flow block over {type(block.op).__name__}")
+        return cls(w, block.op.bias, n, block.T, block.activation, conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, c = self.T / self.n, self.conv
+        if c is not None:  # the layer's own adjoint, built once per forward
+            _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
+            return euler_substeps(
+                x,
+                self.n,
+                h,
+                lambda z: F.conv2d(z, self.weight, self.bias, stride=c["stride"], padding=c["padding"]),
+                adjoint,
+                self.act,
+            )
+        return euler_substeps(
+            x, self.n, h, lambda z: F.linear(z, self.weight, self.bias), lambda v: v @ self.weight, self.act
+        )
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, n={self.n}, T={self.T}, activation={self.activation}"

@@ -1,21 +1,10 @@
-r"""Spectral norms of linear operators: the power method of eq. (31) and certified upper bounds.
+r"""The power method of eq. (31), and convolutions as operators (the map and its exact adjoint).
 
 .. math::  u_{i+1} = \frac{A^\top A u_i}{\|A^\top A u_i\|_2}, \qquad
            \|A\|_2 \approx \sqrt{\|A^\top A u_k\|_2}
 
-The power method approaches ``‖A‖₂`` from *below*; it is what training uses (cheap, warm-started).
-Certificates use :func:`dense_norm_bound` (exact SVD) or :func:`conv_norm_bound`, an upper bound of the
-zero-padded convolution's operator norm obtained exactly from the Fourier symbol of a circular
-convolution on a domain large enough that no wrap-around occurs.  Both are computed in float64 and
-returned in float64, enlarged by :data:`CERT_SLACK` to cover the float64 rounding of the SVD/FFT, so that
-they are upper bounds of the operator defined by the stored (float32, bf16, ...) weights.  Where a bound
-must be cast to a lower precision, :func:`round_up` rounds it up, never to nearest.
-
-Both also add :func:`flush_slack`: with subnormals flushed to zero (``flush_denormal``, see
-``stablenets.runner.numerics``) the arithmetic reads a subnormal weight entry as 0, so the operator the forward
-pass applies may be the stored one with its subnormal entries zeroed.  The two differ in norm by at most the sum
-of the zeroed entries' magnitudes, below ``numel · 2⁻¹²⁶``: with that added the bound holds for either
-operator, whatever the flag was when the bound or the forward pass was computed.
+The power method approaches ``‖A‖₂`` from *below*; it is what training uses (cheap, warm-started).  It certifies
+nothing: certified norms are computed in :mod:`stablenets.nn.norms`.
 """
 
 from __future__ import annotations
@@ -26,19 +15,6 @@ import torch
 import torch.nn.functional as F
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
-
-#: relative enlargement of float64 SVD / FFT norms: their rounding error is ~1e-15 relative
-CERT_SLACK = 1e-12
-
-
-def flush_slack(weight: torch.Tensor) -> float:
-    """``numel · tiny``: the most that flushing ``weight``'s subnormal entries to zero can change the norm of
-    its dense map or of its convolution (each entry moves by less than ``tiny``; a convolution's norm is at
-    most the sum of its kernel's magnitudes).  0 for dtypes whose subnormals the CPU does not flush (float16
-    is computed in float32, where its subnormals are normal)."""
-    if weight.dtype not in (torch.float32, torch.bfloat16, torch.float64):
-        return 0.0
-    return weight.numel() * torch.finfo(weight.dtype).tiny
 
 
 def power_iteration(op: Operator, op_t: Operator, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,58 +115,3 @@ def conv_ops(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, pad
         return conv_adjoint(v, weight, **g)
 
     return op, op_t
-
-
-@torch.no_grad()
-def dense_norm_bound(weight: torch.Tensor) -> torch.Tensor:
-    """``‖W‖₂`` by SVD in float64 (exact up to :data:`CERT_SLACK`), as a float64 tensor."""
-    return torch.linalg.matrix_norm(weight.detach().double(), 2) * (1 + CERT_SLACK) + flush_slack(weight)
-
-
-@torch.no_grad()
-def conv_norm_bound(weight: torch.Tensor, in_shape: tuple[int, int, int], stride=1, padding=0) -> torch.Tensor:
-    """Certified upper bound (float64) of the operator norm of ``conv2d(·, weight, stride, padding)`` on ``in_shape``.
-
-    The zero-padded convolution equals ``crop ∘ C ∘ embed`` with ``C`` a circular convolution on an
-    ``M × M`` grid, ``M ≥ H + 2·padding + k`` large enough that no wrap-around occurs, and embed/crop of
-    norm ≤ 1; a strided convolution is a subsampling (norm ≤ 1) of the stride-1 one.  ``‖C‖`` is exactly
-    the largest singular value of the kernel's Fourier symbol over all frequencies.
-
-    The kernel is real, so ``S(−ω) = conj(S(ω))`` has the same singular values: half the frequencies suffice
-    (``rfft2``).  Each ``σ_max(S(ω))²`` is the top eigenvalue of the Gram matrix ``G = SSᴴ`` (or ``SᴴS``, the
-    smaller one), which a Hermitian eigensolver computes several times faster than an SVD.  Forming ``G`` in
-    float64 and the solver's backward error move that eigenvalue by less than ``4(n+2)·u·‖S(ω)‖_F²`` (``n``
-    the inner dimension, ``u = 2⁻⁵³``; ``‖S‖_F² ≥ ‖G‖₂``), which is added before the square root.
-    """
-    (p_h, p_w) = _pair(padding)
-    _, h, w = in_shape
-    k_h, k_w = weight.shape[-2:]
-    if (k_h, k_w) == (1, 1) and (p_h, p_w) == (0, 0):  # a 1×1 convolution is I ⊗ W: its norm is ‖W‖₂ exactly
-        return dense_norm_bound(weight.flatten(1))
-    symbol = torch.fft.rfft2(weight.detach().double(), s=(h + 2 * p_h + k_h, w + 2 * p_w + k_w))  # (out, in, M, M/2+1)
-    symbol = symbol.permute(2, 3, 0, 1)
-    out_c, in_c = symbol.shape[-2:]
-    gram = symbol @ symbol.mH if out_c <= in_c else symbol.mH @ symbol
-    top = torch.linalg.eigvalsh(gram)[..., -1]
-    rounding = 4 * (max(out_c, in_c) + 2) * 2.0**-53 * symbol.abs().square().sum((-2, -1))
-    bound = (top + rounding).max().clamp_min(0).sqrt()
-    del stride  # subsampling only lowers the norm
-    return bound * (1 + CERT_SLACK) + flush_slack(weight)
-
-
-def round_up(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``value`` (float64) cast to ``dtype``, rounded up: the result is never below ``value``."""
-    out = value.to(dtype)
-    if dtype == torch.float64:
-        return out
-    below = out.double() < value
-    return torch.where(below, torch.nextafter(out, torch.full_like(out, float("inf"))), out)
-
-
-def round_down(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``value`` (float64) cast to ``dtype``, rounded down: the result is never above ``value``."""
-    out = value.to(dtype)
-    if dtype == torch.float64:
-        return out
-    above = out.double() > value
-    return torch.where(above, torch.nextafter(out, torch.full_like(out, float("-inf"))), out)

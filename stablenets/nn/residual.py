@@ -14,7 +14,7 @@ from torch import nn
 
 from ..checks import check_positive
 from .activations import get_activation
-from .gradient_flow import cpu_layout
+from .gradient_flow import channels_last_on_cpu
 
 FORMS = ("two_matrix", "one_matrix")
 
@@ -67,5 +67,5 @@ class ConvResidualBlock(nn.Module):
         self.B = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = cpu_layout(x)  # the same layout as the gradient-flow blocks it is compared with
+        x = channels_last_on_cpu(x)  # the same layout as the gradient-flow blocks it is compared with
         return x + self.B(self.sigma(self.A(x)))

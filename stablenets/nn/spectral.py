@@ -6,8 +6,8 @@ shape, created in ``__init__`` so that checkpoints restore it) and the running e
 
 * **Training** uses ``norm_estimate`` (eq. 31, warm-started; ``PowerMethodCallback`` advances it after every
   optimizer step).  It approaches ``‖A‖₂`` from below and certifies nothing.
-* **Eval mode** uses :meth:`certified_norm`, an upper bound of ``‖A‖₂`` (exact SVD, or the Fourier symbol
-  of the convolution) computed in float64.  It is cached *by content*: the cached value is reused only
+* **Eval mode** uses :meth:`certified_norm`, an upper bound of ``‖A‖₂`` (:mod:`~stablenets.nn.norms`: the matrix,
+  or the Fourier symbol of the convolution) computed in float64.  It is cached *by content*: the cached value is reused only
   while the weight holds exactly the values it was computed from (``torch.equal`` on a copy), so no
   optimizer (fused, foreach, for-loop), ``.data`` write, checkpoint load, device move or dtype change can
   leave it stale.
@@ -31,17 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .power import (
-    Operator,
-    conv_adjoint,
-    conv_geometry,
-    conv_norm_bound,
-    conv_ops,
-    conv_output_size,
-    dense_norm_bound,
-    power_method,
-    round_down,
-)
+from .norms import conv_norm_bound, dense_norm_bound, round_down
+from .power import Operator, conv_adjoint, conv_geometry, conv_ops, conv_output_size, power_method
 
 
 def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
@@ -248,7 +239,7 @@ class SpectralOperator(nn.Module):
 
 
 class SpectralLinear(SpectralOperator):
-    """A dense layer ``x ↦ A x + b`` with tracked and certified ``‖A‖₂`` (exact SVD)."""
+    """A dense layer ``x ↦ A x + b`` with tracked and certified ``‖A‖₂``."""
 
     def __init__(
         self,
@@ -273,6 +264,21 @@ class SpectralLinear(SpectralOperator):
 
     def _certify(self, weight):
         return dense_norm_bound(weight)
+
+    @torch.no_grad()
+    def plain(self) -> nn.Linear:
+        """``nn.Linear`` holding the weight the eval-mode forward applies."""
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        lin.weight.copy_(self.eval_weight()[0])
+        if self.bias is not None:
+            lin.bias.copy_(self.bias)
+        return lin.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, max_norm={self.max_norm}, exact={self.exact}"
@@ -335,6 +341,25 @@ class SpectralConv2d(SpectralOperator):
 
     def _certify(self, weight):
         return conv_norm_bound(weight, self.in_shape, self.stride, self.padding)
+
+    @torch.no_grad()
+    def plain(self) -> nn.Conv2d:
+        """``nn.Conv2d`` holding the weight the eval-mode forward applies."""
+        w = self.eval_weight()[0]
+        conv = nn.Conv2d(
+            w.shape[1],
+            w.shape[0],
+            tuple(w.shape[-2:]),
+            stride=self.stride,
+            padding=self.padding,
+            bias=self.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        conv.weight.copy_(w)
+        if self.bias is not None:
+            conv.bias.copy_(self.bias)
+        return conv.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return (

@@ -1,7 +1,7 @@
 from .certify import certified_accuracy, certified_radius, margins
 from .curve import autoattack_l2, robustness_curve
 from .lipschitz import empirical_lipschitz, jacobian_norm_search
-from .pgd import PGDResult, attack_loss, pgd_l2, pgd_l2_plain
+from .pgd import PGDResult, attack_loss, pgd_l2, pgd_l2_per_eps
 
 __all__ = [
     "certified_accuracy",
@@ -12,7 +12,7 @@ __all__ = [
     "PGDResult",
     "attack_loss",
     "pgd_l2",
-    "pgd_l2_plain",
+    "pgd_l2_per_eps",
     "empirical_lipschitz",
     "jacobian_norm_search",
 ]

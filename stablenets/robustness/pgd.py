@@ -71,7 +71,7 @@ def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tupl
 
 
 @contextmanager
-def cpu_layout(model: torch.nn.Module, x: torch.Tensor, enabled: bool = True):
+def channels_last_model(model: torch.nn.Module, x: torch.Tensor, enabled: bool = True):
     """Images on a CPU: model and inputs in ``channels_last`` (oneDNN convolutions run a forward/backward
     1.2-1.5× faster on the Fashion-MNIST nets); the model's layout is restored afterwards."""
     if not enabled or x.dim() != 4 or x.device.type != "cpu":
@@ -133,7 +133,7 @@ def pgd_l2(
         raise ValueError(f"inputs lie outside the box {tuple(clip)}; use clip=None for such data")
     was_training = model.training
     model.eval()
-    with cpu_layout(model, x) as x:
+    with channels_last_model(model, x) as x:
         order = sorted(range(len(eps)), key=lambda i: eps[i])
         eps_sorted = torch.tensor([eps[i] for i in order], dtype=x.dtype, device=x.device)
         E, N = len(eps), len(x)
@@ -271,7 +271,7 @@ def _record(broken, best_delta, e_rows, n_rows, deltas, monotone: bool) -> None:
 
 
 @torch.enable_grad()
-def pgd_l2_plain(
+def pgd_l2_per_eps(
     model,
     x,
     y,
@@ -284,13 +284,13 @@ def pgd_l2_plain(
     layout: bool = False,
 ) -> list[float]:
     """The plain evaluation: one ε at a time, every image, every iteration, accuracy of the final iterate
-    (``chunk_size`` images per forward, ``None``: all at once; ``layout``: :func:`cpu_layout`)."""
+    (``chunk_size`` images per forward, ``None``: all at once; ``layout``: :func:`channels_last_model`)."""
     model.eval()
-    with cpu_layout(model, x, layout) as x:
-        return _plain(model, x, y, eps, n_iter, step_factor, clip, loss, chunk_size or len(x))
+    with channels_last_model(model, x, layout) as x:
+        return _per_eps(model, x, y, eps, n_iter, step_factor, clip, loss, chunk_size or len(x))
 
 
-def _plain(model, x, y, eps, n_iter, step_factor, clip, loss, size) -> list[float]:
+def _per_eps(model, x, y, eps, n_iter, step_factor, clip, loss, size) -> list[float]:
     accs = []
     for e in eps:
         correct = 0

@@ -25,7 +25,6 @@ the certified accuracy recomputed from the program's logits against the run's cu
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -33,15 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contracts import LipschitzBounded, PairwiseBounded
-from ..models.certified import RowNormalizedLinear
-from ..nn.activations import get_activation
-from ..nn.gradient_flow import GradientFlowBlock, euler_substeps
-from ..nn.power import conv_ops
-from ..nn.spectral import SpectralConv2d, SpectralLinear
+from ..nn.plain import freeze
 from .errors import ConfigError
 from .inputs import read_json
 
@@ -50,103 +44,6 @@ RADIUS = {
     "paper": "(z_y - max_{j != y} z_j) / (2 * L)",
     "pairwise": "min_{j != y} (z_y - z_j) / K[y][j]",
 }
-
-
-class FlowSteps(nn.Module):
-    """``n`` explicit Euler sub-steps ``x ← x − h Aᵀσ(Ax + b)`` with fixed ``A``, ``b``, ``n``, ``h = T/n`` (eq. 18):
-    a gradient-flow block frozen at its eval-mode weight and sub-step count; ``A`` dense or a convolution
-    (``Aᵀ`` its exact adjoint, computed as the layer computes it: :func:`stablenets.nn.power.conv_ops`)."""
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        n: int,
-        T: float,
-        activation: str,
-        conv: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.n, self.T, self.activation, self.conv = int(n), float(T), activation, conv
-        self.act = get_activation(activation, monotone=True)[0]
-
-    @classmethod
-    def of(cls, block: GradientFlowBlock) -> FlowSteps:
-        w, norm = block.op.eval_weight()  # the applied weight and the sub-step count, as the eval forward
-        n = block._eval_substeps(norm)
-        conv = None
-        if isinstance(block.op, SpectralConv2d):
-            op = block.op
-            conv = {"in_shape": tuple(op.in_shape), "stride": op.stride, "padding": op.padding}
-        elif not isinstance(block.op, SpectralLinear):
-            raise ConfigError(f"cannot export a gradient-flow block over {type(block.op).__name__}")
-        return cls(w, block.op.bias, n, block.T, block.activation, conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, c = self.T / self.n, self.conv
-        if c is not None:  # the layer's own adjoint, built once per forward
-            _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
-            return euler_substeps(
-                x,
-                self.n,
-                h,
-                lambda z: F.conv2d(z, self.weight, self.bias, stride=c["stride"], padding=c["padding"]),
-                adjoint,
-                self.act,
-            )
-        return euler_substeps(
-            x, self.n, h, lambda z: F.linear(z, self.weight, self.bias), lambda v: v @ self.weight, self.act
-        )
-
-    def extra_repr(self) -> str:
-        return f"weight={tuple(self.weight.shape)}, n={self.n}, T={self.T}, activation={self.activation}"
-
-
-def _plain(module: nn.Module) -> nn.Module | None:
-    """The standard layer that computes what ``module`` computes in eval mode, or ``None`` (kept, recursed)."""
-    if isinstance(module, GradientFlowBlock):
-        return FlowSteps.of(module)
-    if isinstance(module, (SpectralLinear, RowNormalizedLinear)):
-        w = module.eval_weight()[0] if isinstance(module, SpectralLinear) else module.effective_weight()
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None)
-    elif isinstance(module, SpectralConv2d):
-        w = module.eval_weight()[0]
-        lin = nn.Conv2d(
-            w.shape[1],
-            w.shape[0],
-            tuple(w.shape[-2:]),
-            stride=module.stride,
-            padding=module.padding,
-            bias=module.bias is not None,
-        )
-    else:
-        return None
-    lin.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
-    if module.bias is not None:
-        lin.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=False)
-    return lin
-
-
-def freeze(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` in eval mode with every constrained layer replaced by its standard equivalent (see the
-    module docstring): the forward pass reads no norm, runs no check and has no data-dependent branch."""
-    frozen = copy.deepcopy(net).eval()
-
-    def swap(module: nn.Module) -> None:
-        for name, child in list(module.named_children()):
-            new = _plain(child)
-            if new is None:
-                swap(child)
-            else:
-                setattr(module, name, new)
-
-    with torch.no_grad():
-        swap(frozen)
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    return frozen
 
 
 def _eval_images(dm, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,9 @@ channels — the kernel convolved with itself, ``2k−1`` taps — and ``D`` res
 sum of the absolute values of all taps of each row.  ``+1e-6`` inside the root (as in the reference code)
 keeps ``D`` finite for an all-zero column and only shrinks it.
 
-Certified bound: the norm of the rescaled weight ``WD`` the forward pass applies, by SVD (dense) or by its
-Fourier symbol on the actual input shape (convolution); at most 1 up to rounding.
+Operator and certified bound: the rescaled weight ``WD`` the forward pass applies, its norm by
+:mod:`stablenets.nn.norms` (the matrix, or the kernel's Fourier symbol on the actual input shape); at most 1 up
+to rounding.
 """
 
 from __future__ import annotations
@@ -18,39 +19,56 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checks import check_count
-from ..power import dense_norm_bound
-from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_norm, dense_features
+from .base import LipschitzLayer, conv_same, plain_conv, plain_linear
 
 EPS = 1e-6
 
 
-class AOLLinear(nn.Module):
-    """Dense AOL ``in_features → out_features`` (default: square), initialised orthogonal."""
+class AOLLinear(LipschitzLayer):
+    """Dense AOL.
+
+    Args:
+        in_features, out_features: sizes (``out_features`` defaults to ``in_features``).
+        bias: learn an additive bias.
+
+    Shape: ``(*, in_features) → (*, out_features)``; initialised orthogonal.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True) -> None:
         super().__init__()
-        in_features, out_features = dense_features(in_features, out_features)
-        self.in_features, self.out_features = in_features, out_features
+        in_features, out_features = self._dense(in_features, out_features)
         self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(out_features, in_features)))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
-    def effective_weight(self) -> torch.Tensor:
+    def operator(self) -> torch.Tensor:
         """``W D`` (Theorem 1)."""
         d = ((self.weight.t() @ self.weight).abs().sum(1) + EPS).rsqrt()
         return self.weight * d[None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        self.check_input(x)
+        return F.linear(x, self.operator(), self.bias)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return float(dense_norm_bound(self.effective_weight()))
+    def plain(self) -> nn.Module:
+        return plain_linear(self.eval_operator(), self.bias)
 
 
-class AOLConv2d(nn.Module):
-    """Convolutional AOL on inputs of shape ``in_shape`` to ``out_channels`` (default: the input's), a ``k×k``
-    stride-1 'same' convolution with zero or circular padding, initialised to the identity (Dirac) as in the paper."""
+class AOLConv2d(LipschitzLayer):
+    """Convolutional AOL: a ``k×k`` stride-1 'same' convolution with the AOL rescaling (Theorem 2).
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
+        out_channels: defaults to ``C``.
+        kernel_size: odd.
+        bias: learn an additive bias.
+        padding_mode: ``"circular"`` (the comparison's) or ``"zeros"``.
+
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``; initialised to the identity (Dirac), as in the paper.
+    """
+
+    operator_kind = "kernel"
 
     def __init__(
         self,
@@ -61,16 +79,11 @@ class AOLConv2d(nn.Module):
         padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, padding_mode, in_shape)
-        check_count(out_channels=out_channels)
-        out_channels = out_channels or in_shape[0]
-        self.in_shape, self.padding_mode = in_shape, padding_mode
-        self.out_shape = (out_channels, *in_shape[1:])
+        in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)
         self.weight = nn.Parameter(nn.init.dirac_(torch.empty(out_channels, in_shape[0], kernel_size, kernel_size)))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def effective_weight(self) -> torch.Tensor:
+    def operator(self) -> torch.Tensor:
         """The kernel with input channel ``i`` scaled by ``(Σ_j Σ_taps |WᵀW|_ij)^(-1/2)`` (Theorem 2)."""
         k = self.weight.shape[-1]
         wt = self.weight.transpose(0, 1)  # (in, out, k, k): the input channels as a batch
@@ -79,9 +92,8 @@ class AOLConv2d(nn.Module):
         return self.weight * d[None, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "AOLConv2d")
-        return conv_same(x, self.effective_weight(), self.bias, self.padding_mode)
+        self.check_input(x)
+        return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return float(conv_same_norm(self.effective_weight(), self.in_shape, self.padding_mode))
+    def plain(self) -> nn.Module:
+        return plain_conv(self.eval_operator(), self.bias, self.padding_mode)

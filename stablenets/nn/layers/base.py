@@ -1,21 +1,38 @@
-r"""What the layer families share: argument checks, stride-1 'same' convolutions with zero or circular padding
-and their exact adjoints, and certified operator norms of those convolutions and of per-frequency maps.
+r"""What the layer families share: :class:`LipschitzLayer` (one base for every family), the stride-1 'same'
+convolutions with zero or circular padding and their exact adjoints.
 
-Every family reports, through ``lipschitz_bound()``, a certified upper bound of the Lipschitz constant of
-its eval-mode map **with the stored parameters, in exact arithmetic** (the convention of
-:mod:`stablenets.nn.spectral`): the bound is computed in float64 from the very tensors the eval-mode forward
-applies, and enlarged by :data:`~stablenets.nn.power.CERT_SLACK` for the float64 rounding of the SVD/FFT.
+Every family is a :class:`LipschitzLayer`:
+
+* :meth:`~LipschitzLayer.operator` — **the one accessor for the map the forward pass applies**: the linear
+  operator of the layer, in the mode it is in, as a tensor of the kind named by ``operator_kind``: a matrix
+  ``(out, in)`` (``"matrix"``), a stride-1 'same' kernel ``(out, in, k, k)`` applied with ``padding_mode``
+  on ``operator_shape`` (``"kernel"``), or a per-frequency map ``(H, W//2 + 1, out, in)`` on the layer's
+  Fourier grid (``"symbol"``, :mod:`.fourier`).  Residual and two-sided families name the operator their
+  bound is computed from (SLL: ``T^{-1/2}W``; Sandwich: ``[A B]``; SOC: the skew generator ``L``);
+* :meth:`~LipschitzLayer.operator_norm` — its certified norm, always through :mod:`stablenets.nn.norms`;
+* :meth:`~LipschitzLayer.lipschitz_bound` — a certified upper bound of the Lipschitz constant of the
+  **eval-mode** map with the stored parameters, in exact arithmetic: ``bound_from_norm(operator_norm())`` with
+  the operator computed in eval mode, whatever mode the layer is in;
+* :meth:`~LipschitzLayer.plain` — a standard torch module computing the same eval-mode map from fixed tensors
+  (deel-torchlip's ``vanilla_export``): no norm is read, no check is run, no complex number is used, so
+  ``torch.export`` and ONNX take it; :func:`stablenets.nn.plain.freeze` swaps it in;
+* the shared constructor checks (:meth:`~LipschitzLayer._dense`, :meth:`~LipschitzLayer._conv`), the input
+  check (:meth:`~LipschitzLayer.check_input`: a convolution's bound is for the shape it was built for) and
+  ``extra_repr``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ...checks import check_count
-from ..power import CERT_SLACK, conv_norm_bound
+from ..bounds import eval_mode
+from ..norms import circular_conv_norm_bound, conv_norm_bound, dense_norm_bound, symbol_norm_bound
 
 PADDING_MODES = ("zeros", "circular")
+OPERATOR_KINDS = ("matrix", "kernel", "symbol")
 
 
 def check_image_shape(in_shape) -> tuple[int, int, int]:
@@ -36,28 +53,13 @@ def check_kernel(kernel_size: int, padding_mode: str = "zeros", in_shape: tuple[
         raise ValueError(f"circular padding needs H, W >= kernel_size ({kernel_size}), got in_shape {in_shape}")
 
 
-def circular_conv_shapes(in_shape, out_channels: int | None, kernel_size: int) -> tuple[tuple, tuple]:
-    """``(in_shape, out_shape)`` of a same-size circular convolution, checked; ``out_channels`` defaults to the
-    input's."""
-    in_shape = check_image_shape(in_shape)
-    check_kernel(kernel_size, "circular", in_shape)
-    check_count(out_channels=out_channels)
-    return in_shape, (out_channels or in_shape[0], *in_shape[1:])
-
-
-def dense_features(in_features: int, out_features: int | None) -> tuple[int, int]:
-    """``(in, out)`` of a dense layer, checked; ``out`` defaults to ``in`` (a square layer)."""
-    check_count(in_features=in_features, out_features=out_features)
-    return in_features, out_features or in_features
-
-
-def check_input(x: torch.Tensor, in_shape: tuple[int, int, int], name: str) -> None:
-    """A convolutional layer's bound holds for the input shape it was built for: refuse any other."""
-    if tuple(x.shape[1:]) != in_shape:
-        raise ValueError(
-            f"{name} was built for inputs of shape {in_shape} (its certified bound is for that shape), "
-            f"got a batch of shape {tuple(x.shape)}"
-        )
+def circular_pad(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``F.pad(x, (p, p, p, p), mode='circular')`` as concatenations of slices: the same values, in operations
+    every exporter knows."""
+    if not p:
+        return x
+    x = torch.cat([x[..., -p:, :], x, x[..., :p, :]], dim=-2)
+    return torch.cat([x[..., -p:], x, x[..., :p]], dim=-1)
 
 
 def conv_same(
@@ -66,7 +68,7 @@ def conv_same(
     """Stride-1 'same' cross-correlation with an odd ``k×k`` kernel, zero or circular padding."""
     p = kernel.shape[-1] // 2
     if padding_mode == "circular" and p:
-        return F.conv2d(F.pad(x, (p, p, p, p), mode="circular"), kernel, bias)
+        return F.conv2d(circular_pad(x, p), kernel, bias)
     return F.conv2d(x, kernel, bias, padding=p)
 
 
@@ -80,42 +82,165 @@ def conv_same_adjoint(v: torch.Tensor, kernel: torch.Tensor, padding_mode: str =
     return conv_same(v, flip_transpose(kernel), None, padding_mode)
 
 
-@torch.no_grad()
-def circular_conv_norm(kernel: torch.Tensor, in_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Exact operator norm (float64, ×(1 + CERT_SLACK)) of the circular stride-1 convolution on ``in_shape``:
-    the largest singular value of the kernel's symbol over the ``H×W`` frequencies (``H, W ≥ k``)."""
-    _, h, w = in_shape
-    symbol = torch.fft.fft2(kernel.detach().double(), s=(h, w))  # (out, in, H, W); a shift only changes phases
-    return torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), 2).max() * (1 + CERT_SLACK)
-
-
 def conv_same_norm(kernel: torch.Tensor, in_shape: tuple[int, int, int], padding_mode: str = "zeros") -> torch.Tensor:
     """Certified upper bound (float64) of the operator norm of :func:`conv_same` on ``in_shape``."""
     if padding_mode == "circular":
-        return circular_conv_norm(kernel, in_shape)
+        return circular_conv_norm_bound(kernel, in_shape)
     return conv_norm_bound(kernel, in_shape, 1, kernel.shape[-1] // 2)
 
 
-@torch.no_grad()
-def spectral_max_norm(matrices: torch.Tensor) -> float:
-    """``max_ω ‖M(ω)‖₂`` (float64 SVD, ×(1 + CERT_SLACK)) of a batch of (complex) matrices ``(..., m, n)``."""
-    m = matrices.detach()
-    m = m.to(torch.complex128) if m.is_complex() else m.double()
-    return float(torch.linalg.matrix_norm(m, 2).max()) * (1 + CERT_SLACK)
+class LipschitzLayer(nn.Module):
+    """The base of the layer families (see the module docstring).  A subclass sets ``operator_kind``, calls
+    :meth:`_dense` or :meth:`_conv` in its constructor, and implements ``forward`` (beginning with
+    :meth:`check_input`), :meth:`operator` and :meth:`plain`; it overrides :meth:`bound_from_norm` when its
+    Lipschitz constant is not the norm of its operator."""
+
+    operator_kind: str = "matrix"
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    padding_mode: str = "zeros"
+    #: names shown by ``repr`` next to the shapes
+    repr_fields: tuple[str, ...] = ()
+
+    # -- construction ----------------------------------------------------------------------------------
+    def _dense(self, in_features: int, out_features: int | None, residual: bool = False) -> tuple[int, int]:
+        """Check and record a dense layer's sizes; ``out_features`` defaults to ``in_features`` (a residual
+        layer must keep it).  Returns ``(in, out)``."""
+        check_count(in_features=in_features, out_features=out_features)
+        out_features = out_features or in_features
+        if residual and out_features != in_features:
+            raise ValueError(
+                f"{type(self).__name__} is residual: out_features must equal in_features ({in_features}), "
+                f"got {out_features}"
+            )
+        self.in_features, self.out_features = in_features, out_features
+        self.in_shape, self.out_shape = (in_features,), (out_features,)
+        return in_features, out_features
+
+    def _conv(
+        self,
+        in_shape,
+        out_channels: int | None,
+        kernel_size: int,
+        padding_mode: str = "zeros",
+        residual: bool = False,
+    ) -> tuple[tuple[int, int, int], int]:
+        """Check and record a stride-1 'same' convolution on ``in_shape``; ``out_channels`` defaults to the
+        input's (a residual layer must keep it).  Returns ``(in_shape, out_channels)``."""
+        in_shape = check_image_shape(in_shape)
+        check_kernel(kernel_size, padding_mode, in_shape)
+        check_count(out_channels=out_channels)
+        out_channels = out_channels or in_shape[0]
+        if residual and out_channels != in_shape[0]:
+            raise ValueError(
+                f"{type(self).__name__} is residual: out_channels must equal the input's ({in_shape[0]}), "
+                f"got {out_channels}"
+            )
+        self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])
+        self.kernel_size, self.padding_mode = kernel_size, padding_mode
+        return in_shape, out_channels
+
+    # -- the map -----------------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """A layer's bound holds for the shape it was built for: refuse any other (a batch of such inputs)."""
+        got = tuple(x.shape[1:]) if len(self.in_shape) == 3 else tuple(x.shape[-1:])
+        if got != tuple(self.in_shape):
+            raise ValueError(
+                f"{type(self).__name__} was built for inputs of shape {tuple(self.in_shape)} (its certified bound "
+                f"is for that shape), got a batch of shape {tuple(x.shape)}"
+            )
+
+    def operator(self) -> torch.Tensor:
+        """The linear operator the forward pass applies, in the current mode (see the module docstring)."""
+        raise NotImplementedError
+
+    @property
+    def operator_shape(self) -> tuple[int, ...]:
+        """The input shape the operator acts on (a family that pads channels acts on more)."""
+        return self.in_shape
+
+    def operator_norm(self, op: torch.Tensor | None = None) -> float:
+        """Certified norm (float64) of ``op`` (default: :meth:`operator`) as this layer applies it."""
+        op = self.operator() if op is None else op
+        if self.operator_kind == "kernel":
+            return float(conv_same_norm(op, self.operator_shape, self.padding_mode))
+        if self.operator_kind == "symbol":
+            return float(symbol_norm_bound(op))
+        return float(dense_norm_bound(op))
+
+    def bound_from_norm(self, norm: float) -> float:
+        """The Lipschitz constant of the layer given the certified norm of its operator (default: the norm)."""
+        return norm
+
+    @torch.no_grad()
+    def lipschitz_bound(self) -> float:
+        """Certified upper bound of the Lipschitz constant of the eval-mode map (computed in eval mode)."""
+        with eval_mode(self):
+            return self.bound_from_norm(self.operator_norm())
+
+    @torch.no_grad()
+    def eval_operator(self) -> torch.Tensor:
+        """:meth:`operator` as the eval-mode forward pass applies it (computed in eval mode, no gradient)."""
+        with eval_mode(self):
+            return self.operator()
+
+    def plain(self) -> nn.Module:
+        """A standard torch module computing the eval-mode map from fixed tensors (see the module docstring)."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        fields = [f"{self.in_shape} -> {self.out_shape}"]
+        if self.operator_kind != "matrix":
+            fields.append(f"kernel_size={getattr(self, 'kernel_size', None)}, padding_mode={self.padding_mode}")
+        fields += [f"{name}={getattr(self, name)}" for name in self.repr_fields]
+        return ", ".join(fields)
 
 
-def fourier_apply(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    r"""``Re F⁻¹ Q(ω) F x``: the circular convolution whose symbol at frequency ω is ``q[ω]``.
-
-    ``x`` is ``(B, C_in, H, W)``, ``q`` is ``(H, W, C_out, C_in)`` complex; the FFT is unitary (``norm='ortho'``),
-    so the map's norm is at most ``max_ω ‖q[ω]‖`` (taking the real part is a contraction), with equality when
-    ``q`` is the symbol of a real kernel (``q[−ω] = conj q[ω]``, then the output is real)."""
-    xf = torch.fft.fft2(x, norm="ortho").permute(2, 3, 1, 0)  # (H, W, C_in, B)
-    yf = (q @ xf).permute(3, 2, 0, 1)  # (B, C_out, H, W)
-    return torch.fft.ifft2(yf, norm="ortho").real
+def detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A fixed copy for a plain module (no gradient, no tie to the layer's parameters)."""
+    return None if t is None else t.detach().clone()
 
 
-def kernel_symbol(kernel: torch.Tensor, in_shape: tuple[int, int, int]) -> torch.Tensor:
-    """The ``(H, W, C_out, C_in)`` Fourier symbol of a ``k×k`` kernel on the ``H×W`` torus (``H, W ≥ k``)."""
-    _, h, w = in_shape
-    return torch.fft.fft2(kernel, s=(h, w), norm="backward").permute(2, 3, 0, 1)
+class PlainConv(nn.Module):
+    """``conv_same`` with a fixed kernel and bias and circular padding (the padding as slices and
+    concatenations, which every exporter knows)."""
+
+    def __init__(self, kernel: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("kernel", detached(kernel))
+        self.register_buffer("bias", detached(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_same(x, self.kernel, self.bias, "circular")
+
+
+def plain_conv(kernel: torch.Tensor, bias: torch.Tensor | None, padding_mode: str = "zeros") -> nn.Module:
+    """The standard layer of a stride-1 'same' convolution with a fixed kernel: ``nn.Conv2d`` (zero padding) or
+    :class:`PlainConv` (circular padding)."""
+    if padding_mode == "circular":
+        return PlainConv(kernel, bias)
+    k = kernel.shape[-1]
+    conv = nn.Conv2d(
+        kernel.shape[1],
+        kernel.shape[0],
+        k,
+        padding=k // 2,
+        bias=bias is not None,
+        device=kernel.device,
+        dtype=kernel.dtype,
+    )
+    return _fill(conv, kernel, bias)
+
+
+def plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """``nn.Linear`` holding a fixed weight and bias."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    return _fill(lin, weight, bias)
+
+
+def _fill(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer.requires_grad_(False)

@@ -14,8 +14,9 @@ norm ≤ 1).  The orthogonal matrices are Björck–Bowie iterations (:func:`~st
 here batched) from the free parameters scaled to spectral norm 1.  Channels: the layer works on
 ``C = max(in, out)`` channels, zero-padding the input (an isometry) or truncating the output (norm ≤ 1).
 
-Certified bound: the operator norm of the composed kernel the forward pass applies (its Fourier symbol on
-the actual input shape): 1 up to the Björck iterations' residual and rounding.
+Operator and certified bound: the composed kernel restricted to the layer's channels, ``K[:out, :in]`` (what
+zero-padding the input's channels and truncating the output's amounts to), applied as a plain convolution; its
+norm from its Fourier symbol on the actual input shape: 1 up to the Björck iterations' residual and rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checks import check_count
-from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_norm
+from .base import LipschitzLayer, conv_same, plain_conv
 
 
 def bjorck_batched(w: torch.Tensor, iters: int) -> torch.Tensor:
@@ -54,9 +55,22 @@ def matrix_conv(k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class BCOPConv2d(nn.Module):
-    """BCOP ``k×k`` convolution on inputs of shape ``in_shape`` to ``out_channels`` (default: the input's);
-    circular padding (exactly orthogonal for equal channels) or zero padding (norm ≤ 1)."""
+class BCOPConv2d(LipschitzLayer):
+    """BCOP ``k×k`` convolution.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
+        out_channels: defaults to ``C``.
+        kernel_size: odd.
+        bias: learn an additive bias.
+        padding_mode: ``"circular"`` (orthogonal for equal channels) or ``"zeros"`` (norm ≤ 1).
+        bjorck_iters: Björck iterations of the orthogonal matrices.
+
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
+    """
+
+    operator_kind = "kernel"
+    repr_fields = ("bjorck_iters",)
 
     def __init__(
         self,
@@ -68,22 +82,16 @@ class BCOPConv2d(nn.Module):
         bjorck_iters: int = 20,
     ) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, padding_mode, in_shape)
-        check_count(out_channels=out_channels)
+        in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)
         check_count(bjorck_iters=bjorck_iters)
-        out_channels = out_channels or in_shape[0]
         c = max(in_shape[0], out_channels)
-        self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])
-        self.work_shape = (c, *in_shape[1:])
-        self.padding_mode, self.bjorck_iters, self.kernel_size = padding_mode, bjorck_iters, kernel_size
-        self.in_channels, self.out_channels, self.channels = in_shape[0], out_channels, c
+        self.bjorck_iters, self.channels = bjorck_iters, c
         params = torch.stack([nn.init.orthogonal_(torch.empty(c, c)) for _ in range(2 * (kernel_size - 1) + 1)])
         self.params = nn.Parameter(params)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def kernel(self) -> torch.Tensor:
-        """The composed ``(C, C, k, k)`` kernel (see the module docstring)."""
+        """The composed ``(C, C, k, k)`` kernel on ``C = max(in, out)`` channels (see the module docstring)."""
         ortho = bjorck_batched(self.params, self.bjorck_iters)
         k, c = self.kernel_size, self.channels
         eye = torch.eye(c, dtype=ortho.dtype, device=ortho.device)
@@ -96,19 +104,13 @@ class BCOPConv2d(nn.Module):
             kernel = matrix_conv(kernel, block)
         return kernel
 
+    def operator(self) -> torch.Tensor:
+        """``K[:out, :in]``: the kernel the forward pass applies."""
+        return self.kernel()[: self.out_shape[0], : self.in_shape[0]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "BCOPConv2d")
-        if self.out_channels > self.in_channels:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
-        z = conv_same(x, self.kernel(), None, self.padding_mode)[:, : self.out_channels]
-        return z if self.bias is None else z + self.bias[:, None, None]
+        self.check_input(x)
+        return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return float(conv_same_norm(self.kernel(), self.work_shape, self.padding_mode))
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels} -> {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"padding_mode={self.padding_mode}, bjorck_iters={self.bjorck_iters}"
-        )
+    def plain(self) -> nn.Module:
+        return plain_conv(self.eval_operator(), self.bias, self.padding_mode)

@@ -13,11 +13,12 @@ The parameter is ``α W/‖W‖_F`` with a learned scale ``α`` initialised to `
 
 * :class:`CayleyLinear` — ``x ↦ Qx + b``;
 * :class:`CayleyConv2d` — a **circular** convolution on ``in_shape``, orthogonal frequency by frequency:
-  with ``Ŵ(ω)`` the ``C_out×C_in`` symbol of a ``k×k`` kernel on the ``H×W`` torus, the layer applies
-  ``Q(ω) = cayley(α Ŵ(ω)/‖Ŵ‖_F)`` to the unitary FFT of the input and returns the real part of the inverse
-  FFT (``Ŵ(−ω) = conj Ŵ(ω)``, so ``Q`` has the same symmetry and the output is real in exact arithmetic).
+  with ``Ŵ(ω)`` the ``C_out×C_in`` symbol of the centred ``k×k`` cross-correlation on the ``H×W`` torus
+  (:func:`~.fourier.kernel_symbol`, half spectrum), the layer applies ``Q(ω) = cayley(α Ŵ(ω)/‖Ŵ‖_F)`` to the
+  unitary FFT of the input (:mod:`.fourier`).
 
-Certified bound: ``max_ω ‖Q(ω)‖`` (float64 SVD) of the matrices the forward pass applies — 1 up to rounding.
+Operator and certified bound: ``Q`` (or ``Q(ω)``) as the forward pass applies it, ``max_ω ‖Q(ω)‖`` — 1 up to
+rounding.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..power import dense_norm_bound
-from .base import check_input, circular_conv_shapes, dense_features, fourier_apply, kernel_symbol, spectral_max_norm
+from .base import LipschitzLayer, plain_linear
+from .fourier import FourierLayer
 
 
 def cayley(w: torch.Tensor) -> torch.Tensor:
@@ -41,51 +42,67 @@ def cayley(w: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(eye + a, torch.cat([eye - a, -2 * v], dim=-2), left=False)
 
 
-class CayleyLinear(nn.Module):
-    """Dense Cayley layer ``in_features → out_features`` (default: square)."""
+class CayleyLinear(LipschitzLayer):
+    """Dense Cayley layer.
+
+    Args:
+        in_features, out_features: sizes (``out_features`` defaults to ``in_features``).
+        bias: learn an additive bias.
+
+    Shape: ``(*, in_features) → (*, out_features)``.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(self, in_features: int, out_features: int | None = None, bias: bool = True) -> None:
         super().__init__()
-        in_features, out_features = dense_features(in_features, out_features)
-        self.in_features, self.out_features = in_features, out_features
+        in_features, out_features = self._dense(in_features, out_features)
         lin = nn.Linear(in_features, out_features, bias=bias)
         self.weight, self.bias = lin.weight, lin.bias
         self.alpha = nn.Parameter(self.weight.detach().norm().clone())
 
-    def effective_weight(self) -> torch.Tensor:
+    def operator(self) -> torch.Tensor:
         return cayley(self.alpha * self.weight / self.weight.norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.effective_weight(), self.bias)
+        self.check_input(x)
+        return nn.functional.linear(x, self.operator(), self.bias)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return float(dense_norm_bound(self.effective_weight()))
+    def plain(self) -> nn.Module:
+        return plain_linear(self.eval_operator(), self.bias)
 
 
-class CayleyConv2d(nn.Module):
-    """Circular ``k×k`` Cayley convolution on inputs of shape ``in_shape`` (``H, W ≥ k``) to ``out_channels``."""
+class CayleyConv2d(FourierLayer):
+    """Circular Cayley convolution, orthogonal for equal channels.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (``H, W ≥ k``; the bound is certified on that shape).
+        out_channels: defaults to ``C``.
+        kernel_size: odd.
+        bias: learn an additive bias.
+
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
+    """
 
     def __init__(
         self, in_shape: tuple[int, int, int], out_channels: int | None = None, kernel_size: int = 3, bias: bool = True
     ) -> None:
         super().__init__()
-        self.in_shape, self.out_shape = circular_conv_shapes(in_shape, out_channels, kernel_size)
-        in_shape, out_channels = self.in_shape, self.out_shape[0]
+        in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, "circular")
+        self._fourier()
         conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
-        self.alpha = nn.Parameter(kernel_symbol(self.weight.detach(), in_shape).norm().clone())
+        self.alpha = nn.Parameter(self.kernel_symbol(self.weight.detach()).norm().clone())
 
     def symbol(self) -> torch.Tensor:
-        """``Q(ω)``, ``(H, W, C_out, C_in)`` complex: the Cayley transform of the normalised kernel symbol."""
-        w = kernel_symbol(self.weight, self.in_shape)
+        """``Q(ω)``: the Cayley transform of the normalised kernel symbol."""
+        w = self.kernel_symbol(self.weight)
         return cayley(self.alpha * w / w.norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "CayleyConv2d")
-        y = fourier_apply(x, self.symbol())
+        self.check_input(x)
+        y = self.apply_symbol(x, self.symbol())
         return y if self.bias is None else y + self.bias[:, None, None]
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return spectral_max_norm(self.symbol())
+    def plain(self) -> nn.Module:
+        return self.plain_map(self.eval_operator(), self.bias)

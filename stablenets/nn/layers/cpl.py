@@ -24,7 +24,7 @@ from ...checks import check_count
 from ..activations import get_activation
 from ..gradient_flow import GradientFlowBlock
 from ..spectral import SpectralConv2d, SpectralLinear
-from .base import check_image_shape, check_input, check_kernel
+from .base import LipschitzLayer
 
 
 def _step(activation: str, margin: float) -> float:
@@ -34,8 +34,33 @@ def _step(activation: str, margin: float) -> float:
     return 2.0 * (1.0 - margin) / k
 
 
-class CPLLinear(GradientFlowBlock):
-    """Dense CPL on ``in_features``; ``hidden`` rows of ``W`` (default: ``in_features``)."""
+class _CPL(GradientFlowBlock, LipschitzLayer):
+    """A gradient-flow block as a layer family: its operator is the normalised ``A`` the forward pass applies,
+    its bound 1 (eq. 19 with the certified norm), its plain form the block's Euler sub-steps."""
+
+    def operator(self) -> torch.Tensor:
+        return self.op.effective_weight()
+
+    def lipschitz_bound(self) -> float:
+        return GradientFlowBlock.lipschitz_bound(self)
+
+    def plain(self):
+        return GradientFlowBlock.plain(self)
+
+
+class CPLLinear(_CPL):
+    """Dense CPL.
+
+    Args:
+        in_features: the width (residual: ``out_features``, if given, must equal it).
+        hidden: rows of ``W`` (default ``in_features``).
+        activation: a monotone activation (ReLU).
+        margin: the step is ``2(1 − margin)/k``.
+
+    Shape: ``(*, in_features) → (*, in_features)``.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(
         self,
@@ -45,20 +70,30 @@ class CPLLinear(GradientFlowBlock):
         activation: str = "relu",
         margin: float = 0.01,
     ) -> None:
-        check_count(in_features=in_features)
-        check_count(hidden=hidden)
-        if out_features not in (None, in_features):
-            raise ValueError(
-                f"CPL is residual: out_features must equal in_features ({in_features}), got {out_features}"
-            )
+        check_count(in_features=in_features, hidden=hidden)
         op = SpectralLinear(in_features, hidden or in_features, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
-        self.in_features = self.out_features = in_features
+        self._dense(in_features, out_features, residual=True)
+
+    def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        self.check_input(x)
+        return super().forward(x, n_steps)
 
 
-class CPLConv2d(GradientFlowBlock):
-    """Convolutional CPL on inputs of shape ``in_shape``; ``W`` a stride-1 'same' convolution to ``hidden``
-    channels (default: the input's), ``Wᵀ`` its adjoint."""
+class CPLConv2d(_CPL):
+    """Convolutional CPL: ``W`` a stride-1 'same' convolution to ``hidden`` channels, ``Wᵀ`` its adjoint.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (residual: ``out_channels``, if given, must equal ``C``).
+        kernel_size: odd.
+        hidden: channels of ``Wx`` (default ``C``).
+        activation: a monotone activation (ReLU).
+        margin: the step is ``2(1 − margin)/k``.
+
+    Shape: ``(B, C, H, W) → (B, C, H, W)``.
+    """
+
+    operator_kind = "kernel"
 
     def __init__(
         self,
@@ -69,17 +104,11 @@ class CPLConv2d(GradientFlowBlock):
         activation: str = "relu",
         margin: float = 0.01,
     ) -> None:
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size)
+        self._conv(in_shape, out_channels, kernel_size, residual=True)
         check_count(hidden=hidden)
-        if out_channels not in (None, in_shape[0]):
-            raise ValueError(
-                f"CPL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}"
-            )
-        op = SpectralConv2d(in_shape, hidden or in_shape[0], kernel_size, max_norm=1.0, exact=True)
+        op = SpectralConv2d(self.in_shape, hidden or self.in_shape[0], kernel_size, max_norm=1.0, exact=True)
         super().__init__(op, _step(activation, margin), activation, margin)
-        self.in_shape = self.out_shape = in_shape
 
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
-        check_input(x, self.in_shape, "CPLConv2d")
+        self.check_input(x)
         return super().forward(x, n_steps)

@@ -14,10 +14,10 @@ so ``Q ≈ V Z_T/√c``.  On every eigenvalue ``λ ∈ (0, 1]`` of ``S`` the ite
 ``Q`` approach 1 from below.  ``train_iters`` / ``eval_iters`` iterations (the paper: 10).
 
 * :class:`LOTLinear` — ``x ↦ Qx + b``;
-* :class:`LOTConv2d` — a **circular** convolution on ``in_shape``, ``Q(ω) = V(ω)(V(ω)ᴴV(ω))^{-1/2}`` per
-  frequency, ``V(ω)`` the symbol of a ``k×k`` kernel on the ``H×W`` torus, initialised to the identity.
+* :class:`LOTConv2d` — ``Q(ω) = V(ω)(V(ω)ᴴV(ω))^{-1/2}`` per frequency (:mod:`.fourier`), ``V(ω)`` the symbol of
+  a centred ``k×k`` kernel, initialised to the identity.
 
-Certified bound: ``max_ω ‖Q(ω)‖`` (float64 SVD) of the matrices the forward pass applies.
+Operator and certified bound: ``Q`` (or ``Q(ω)``) as the forward pass applies it, ``max_ω ‖Q(ω)‖``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...checks import check_count
-from ..power import dense_norm_bound
-from .base import check_image_shape, check_input, check_kernel, fourier_apply, kernel_symbol, spectral_max_norm
+from .base import LipschitzLayer, plain_linear
+from .fourier import FourierLayer
 
 
 def orthonormalize(v: torch.Tensor, iters: int) -> torch.Tensor:
@@ -46,14 +45,32 @@ def orthonormalize(v: torch.Tensor, iters: int) -> torch.Tensor:
     return v @ z / c.sqrt()
 
 
-def _check_iters(train_iters: int, eval_iters: int) -> None:
-    for name, value in (("train_iters", train_iters), ("eval_iters", eval_iters)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+class _LOT(LipschitzLayer):
+    repr_fields = ("train_iters", "eval_iters")
+
+    def _iters(self, train_iters: int, eval_iters: int) -> None:
+        for name, value in (("train_iters", train_iters), ("eval_iters", eval_iters)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.train_iters, self.eval_iters = train_iters, eval_iters
+
+    @property
+    def iters(self) -> int:
+        return self.train_iters if self.training else self.eval_iters
 
 
-class LOTLinear(nn.Module):
-    """Dense LOT ``in_features → out_features`` (default: square), initialised orthogonal."""
+class LOTLinear(_LOT):
+    """Dense LOT.
+
+    Args:
+        in_features, out_features: sizes (``out_features`` defaults to ``in_features``).
+        bias: learn an additive bias.
+        train_iters, eval_iters: Newton–Schulz iterations in training and in eval mode.
+
+    Shape: ``(*, in_features) → (*, out_features)``; initialised orthogonal.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(
         self,
@@ -64,29 +81,36 @@ class LOTLinear(nn.Module):
         eval_iters: int = 20,
     ) -> None:
         super().__init__()
-        check_count(in_features=in_features)
-        check_count(out_features=out_features)
-        _check_iters(train_iters, eval_iters)
-        out_features = out_features or in_features
-        self.in_features, self.out_features = in_features, out_features
-        self.train_iters, self.eval_iters = train_iters, eval_iters
+        in_features, out_features = self._dense(in_features, out_features)
+        self._iters(train_iters, eval_iters)
         self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(out_features, in_features)))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
-    def effective_weight(self, iters: int | None = None) -> torch.Tensor:
-        iters = iters or (self.train_iters if self.training else self.eval_iters)
-        return orthonormalize(self.weight, iters)
+    def operator(self) -> torch.Tensor:
+        return orthonormalize(self.weight, self.iters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.effective_weight(), self.bias)
+        self.check_input(x)
+        return nn.functional.linear(x, self.operator(), self.bias)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return float(dense_norm_bound(self.effective_weight(self.eval_iters)))
+    def plain(self) -> nn.Module:
+        return plain_linear(self.eval_operator(), self.bias)
 
 
-class LOTConv2d(nn.Module):
-    """Circular ``k×k`` LOT convolution on inputs of shape ``in_shape`` (``H, W ≥ k``) to ``out_channels``."""
+class LOTConv2d(_LOT, FourierLayer):
+    """LOT convolution, orthogonal per frequency.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
+        out_channels: defaults to ``C``.
+        kernel_size: odd.
+        bias: learn an additive bias.
+        train_iters, eval_iters: Newton–Schulz iterations in training and in eval mode.
+        padding_mode: ``"circular"`` (on the ``H×W`` torus) or ``"zeros"`` (the reference's: the input
+            zero-padded by ``k//2``, the output cropped).
+
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``; initialised to the identity (as the paper's code).
+    """
 
     def __init__(
         self,
@@ -96,28 +120,23 @@ class LOTConv2d(nn.Module):
         bias: bool = True,
         train_iters: int = 10,
         eval_iters: int = 20,
+        padding_mode: str = "circular",
     ) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, "circular", in_shape)
-        check_count(out_channels=out_channels)
-        _check_iters(train_iters, eval_iters)
-        out_channels = out_channels or in_shape[0]
-        self.in_shape, self.out_shape = in_shape, (out_channels, *in_shape[1:])
-        self.train_iters, self.eval_iters = train_iters, eval_iters
+        in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)
+        self._fourier()
+        self._iters(train_iters, eval_iters)
         w = torch.empty(out_channels, in_shape[0], kernel_size, kernel_size)
         self.weight = nn.Parameter(nn.init.dirac_(w))  # identity init (as the paper's code)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def symbol(self, iters: int | None = None) -> torch.Tensor:
-        iters = iters or (self.train_iters if self.training else self.eval_iters)
-        return orthonormalize(kernel_symbol(self.weight, self.in_shape), iters)
+    def symbol(self) -> torch.Tensor:
+        return orthonormalize(self.kernel_symbol(self.weight), self.iters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "LOTConv2d")
-        y = fourier_apply(x, self.symbol())
+        self.check_input(x)
+        y = self.apply_symbol(x, self.symbol())
         return y if self.bias is None else y + self.bias[:, None, None]
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        return spectral_max_norm(self.symbol(self.eval_iters))
+    def plain(self) -> nn.Module:
+        return self.plain_map(self.eval_operator(), self.bias)

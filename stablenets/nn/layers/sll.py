@@ -12,9 +12,10 @@ and ``t_i`` sums the absolute values of all its taps of row ``i``.  ``t + eps`` 
 enlarges ``T``).
 
 Certified bound (computed, not assumed): for two inputs, ``f(x) − f(y) = (I − 2 Vᵀ J V)(x − y)`` with
-``V = T^{-1/2} W`` and ``J`` diagonal with the secant slopes of σ, in ``[0, k]``; the matrix is symmetric with
-spectrum in ``[1 − 2k‖V‖², 1]``, so ``Lip ≤ max(1, 2k‖V‖² − 1)``, with ``‖V‖`` certified (SVD / Fourier symbol)
-from the stored ``W`` and the ``T⁻¹`` the forward pass applies.  In exact arithmetic ``‖V‖ ≤ 1``.
+``V = T^{-1/2} W`` (the layer's :meth:`~.base.LipschitzLayer.operator`) and ``J`` diagonal with the secant slopes
+of σ, in ``[0, k]``; the matrix is symmetric with spectrum in ``[1 − 2k‖V‖², 1]``, so
+``Lip ≤ max(1, 2k‖V‖² − 1)``, with ``‖V‖`` certified from the stored ``W`` and the ``T⁻¹`` the forward pass
+applies.  In exact arithmetic ``‖V‖ ≤ 1``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from torch import nn
 
 from ...checks import check_count
 from ..activations import get_activation
-from ..power import dense_norm_bound
-from .base import check_image_shape, check_input, check_kernel, conv_same, conv_same_adjoint, conv_same_norm
+from ..norms import flush_slack
+from .base import LipschitzLayer, conv_same, conv_same_adjoint, detached
 
 
 def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -37,12 +38,9 @@ def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.
     return 1.0 / (t + eps)
 
 
-def _bound(v_norm: float, k: float) -> float:
-    return max(1.0, 2.0 * k * v_norm**2 - 1.0)
-
-
-class _SLL(nn.Module):
+class _SLL(LipschitzLayer):
     weight: nn.Parameter
+    repr_fields = ("activation",)
 
     def _init(self, hidden: int, activation: str, eps: float) -> None:
         self.act, self.k = get_activation(activation, monotone=True)
@@ -52,14 +50,53 @@ class _SLL(nn.Module):
         self.log_q = nn.Parameter(torch.zeros(hidden))
 
     def t_inverse(self) -> torch.Tensor:
+        """``T⁻¹`` (the diagonal), as the forward pass applies it."""
         raise NotImplementedError
 
-    def extra_repr(self) -> str:
-        return f"weight={tuple(self.weight.shape)}, activation={self.activation}"
+    def _scaled(self, t_inv: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return t_inv.sqrt().reshape(-1, *[1] * (weight.dim() - 1)) * weight
+
+    def operator(self) -> torch.Tensor:
+        """``V = T^{-1/2} W`` (the bound's operator; the forward pass applies ``W`` and ``T⁻¹``)."""
+        return self._scaled(self.t_inverse(), self.weight)
+
+    @torch.no_grad()
+    def operator_norm(self, op: torch.Tensor | None = None) -> float:
+        """``‖V‖`` with ``V`` formed in float64 from the ``W`` and ``T⁻¹`` the forward pass applies (plus the flush
+        slack of ``W``, scaled by ``max T^{-1/2}``: ``V`` itself is never applied)."""
+        if op is not None:
+            return super().operator_norm(op)
+        t_inv = self.t_inverse().double()
+        slack = flush_slack(self.weight) * float(t_inv.max().sqrt())
+        return super().operator_norm(self._scaled(t_inv, self.weight.double())) + slack
+
+    def bound_from_norm(self, norm: float) -> float:
+        return max(1.0, 2.0 * self.k * norm**2 - 1.0)
+
+    def plain(self) -> nn.Module:
+        with torch.no_grad():
+            return PlainSLL(
+                self.weight,
+                self.bias,
+                self.t_inverse(),
+                self.activation,
+                self.padding_mode if self.operator_kind == "kernel" else None,
+            )
 
 
 class SLLLinear(_SLL):
-    """Dense SLL on ``in_features`` with ``hidden`` rows of ``W`` (default ``in_features``)."""
+    """Dense SLL.
+
+    Args:
+        in_features: the width (residual: ``out_features``, if given, must equal it).
+        hidden: rows of ``W`` (default ``in_features``).
+        activation: a monotone activation with slopes in ``[0, k]`` (ReLU: ``k = 1``).
+        eps: added to ``t``.
+
+    Shape: ``(*, in_features) → (*, in_features)``.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(
         self,
@@ -70,34 +107,38 @@ class SLLLinear(_SLL):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        check_count(in_features=in_features)
+        self._dense(in_features, out_features, residual=True)
         check_count(hidden=hidden)
-        if out_features not in (None, in_features):
-            raise ValueError(
-                f"SLL is residual: out_features must equal in_features ({in_features}), got {out_features}"
-            )
         hidden = hidden or in_features
-        self.in_features = self.out_features = in_features
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(hidden, in_features)))
-        self.bias = nn.Parameter(torch.empty(hidden).uniform_(-1 / math.sqrt(in_features), 1 / math.sqrt(in_features)))
+        bound = 1 / math.sqrt(in_features)
+        self.bias = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound))
         self._init(hidden, activation, eps)
 
     def t_inverse(self) -> torch.Tensor:
         return _t_inverse((self.weight @ self.weight.t()).abs(), self.log_q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         z = self.act(F.linear(x, self.weight, self.bias)) * self.t_inverse()
         return x - 2 * (z @ self.weight)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        v = self.t_inverse().double().sqrt()[:, None] * self.weight.double()
-        return _bound(float(dense_norm_bound(v)), self.k)
-
 
 class SLLConv2d(_SLL):
-    """Convolutional SLL on inputs of shape ``in_shape``: ``W`` a ``k×k`` stride-1 'same' convolution to
-    ``hidden`` channels (default: the input's), zero or circular padding (the comparison uses circular)."""
+    """Convolutional SLL: ``W`` a ``k×k`` stride-1 'same' convolution to ``hidden`` channels, ``Wᵀ`` its adjoint.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (residual: ``out_channels``, if given, must equal ``C``).
+        kernel_size: odd.
+        hidden: channels of ``Wx`` (default ``C``).
+        activation: a monotone activation with slopes in ``[0, k]`` (ReLU: ``k = 1``).
+        padding_mode: ``"zeros"`` (the comparison's) or ``"circular"``.
+        eps: added to ``t``.
+
+    Shape: ``(B, C, H, W) → (B, C, H, W)``.
+    """
+
+    operator_kind = "kernel"
 
     def __init__(
         self,
@@ -110,16 +151,9 @@ class SLLConv2d(_SLL):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, padding_mode, in_shape)
+        in_shape, _ = self._conv(in_shape, out_channels, kernel_size, padding_mode, residual=True)
         check_count(hidden=hidden)
-        if out_channels not in (None, in_shape[0]):
-            raise ValueError(
-                f"SLL is residual: out_channels must equal the input's ({in_shape[0]}), got {out_channels}"
-            )
         hidden = hidden or in_shape[0]
-        self.in_shape = self.out_shape = in_shape
-        self.padding_mode = padding_mode
         self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(hidden, in_shape[0], kernel_size, kernel_size)))
         fan_in = in_shape[0] * kernel_size**2
         self.bias = nn.Parameter(torch.empty(hidden).uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in)))
@@ -131,11 +165,24 @@ class SLLConv2d(_SLL):
         return _t_inverse(wwt.abs().sum((2, 3)), self.log_q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "SLLConv2d")
+        self.check_input(x)
         z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * self.t_inverse()[:, None, None]
         return x - 2 * conv_same_adjoint(z, self.weight, self.padding_mode)
 
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        v = self.t_inverse().double().sqrt()[:, None, None, None] * self.weight.double()
-        return _bound(float(conv_same_norm(v, self.in_shape, self.padding_mode)), self.k)
+
+class PlainSLL(nn.Module):
+    """``x − 2 Wᵀ(t⁻¹ ⊙ σ(Wx + b))`` with fixed ``W``, ``b``, ``t⁻¹`` (dense when ``padding_mode`` is None)."""
+
+    def __init__(self, weight, bias, t_inverse, activation: str, padding_mode: str | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", detached(weight))
+        self.register_buffer("bias", detached(bias))
+        self.register_buffer("t_inverse", detached(t_inverse))
+        self.act = get_activation(activation, monotone=True)[0]
+        self.padding_mode = padding_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode is None:
+            return x - 2 * ((self.act(F.linear(x, self.weight, self.bias)) * self.t_inverse) @ self.weight)
+        z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * self.t_inverse[:, None, None]
+        return x - 2 * conv_same_adjoint(z, self.weight, self.padding_mode)

@@ -30,17 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checks import check_count
-from ..power import CERT_SLACK, dense_norm_bound
-from .base import (
-    check_image_shape,
-    check_input,
-    check_kernel,
-    conv_same,
-    conv_same_norm,
-    dense_features,
-    flip_transpose,
-)
+from ..norms import CERT_SLACK
+from .base import LipschitzLayer, conv_same, detached, flip_transpose
 
 
 def exp_series_tail(ell: float, K: int) -> float:
@@ -62,14 +53,13 @@ def exp_series_sum(ell: float, K: int) -> float:
     return sum(ell**k / math.factorial(k) for k in range(K + 1)) * (1 + 1e-12)
 
 
-class _SOC(nn.Module):
+class _SOC(LipschitzLayer):
     u: torch.Tensor
+    repr_fields = ("train_terms", "eval_terms", "correction")
 
     def _setup(
         self,
         channels: int,
-        out_channels: int,
-        in_channels: int,
         train_terms: int,
         eval_terms: int,
         correction: float,
@@ -82,8 +72,8 @@ class _SOC(nn.Module):
         if not correction > 0:
             raise ValueError(f"correction must be > 0, got {correction}")
         self.train_terms, self.eval_terms, self.correction = train_terms, eval_terms, float(correction)
-        self.in_channels, self.out_channels, self.channels = in_channels, out_channels, channels
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.channels = channels
+        self.bias = nn.Parameter(torch.zeros(self.out_shape[0])) if bias else None
         with torch.no_grad():
             for _ in range(init_iters):
                 self._power_step()
@@ -93,9 +83,6 @@ class _SOC(nn.Module):
         raise NotImplementedError
 
     def _op(self, x: torch.Tensor, skew: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _certified_norm(self, skew: torch.Tensor) -> float:
         raise NotImplementedError
 
     @staticmethod
@@ -109,7 +96,8 @@ class _SOC(nn.Module):
         self.u.copy_(w / w.norm().clamp_min(1e-30))
 
     def operator(self) -> torch.Tensor:
-        """``L = c·S/σ``, the skew-symmetric map of the forward pass (a power step first, in training)."""
+        """``L = c·S/σ``, the skew-symmetric generator the forward pass exponentiates (a power step first, in
+        training)."""
         if self.training:
             self._power_step()
         s = self.skew()
@@ -121,39 +109,44 @@ class _SOC(nn.Module):
         return self.train_terms if self.training else self.eval_terms
 
     def _series(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        if self.out_channels > self.in_channels:
-            pad = [0, 0] * (x.dim() - 1 - dim) + [0, self.out_channels - self.in_channels]
-            x = F.pad(x, pad)
-        L = self.operator()
-        z = term = x
-        for i in range(1, self.terms + 1):
-            term = self._op(term, L) / i
-            z = z + term
-        return z.narrow(dim, 0, self.out_channels)
+        return exp_series(x, self.operator(), self.terms, self._op, dim, self.out_shape[0])
 
     @torch.no_grad()
     def lipschitz_bound(self) -> float:
         """``1 + Σ_{k>K} ℓ^k/k!`` (see the module docstring), ``K = eval_terms``, for the eval-mode operator."""
-        was = self.training
-        self.eval()
-        try:
-            L = self.operator()
-        finally:
-            self.train(was)
-        ell = self._certified_norm(L)
+        L = self.eval_operator()
+        ell = self.operator_norm(L)
         if self._is_skew(L):
             return (1.0 + exp_series_tail(ell, self.eval_terms)) * (1 + CERT_SLACK)
         return exp_series_sum(ell, self.eval_terms) * (1 + CERT_SLACK)
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels} -> {self.out_channels}, terms={self.train_terms}/{self.eval_terms}, "
-            f"correction={self.correction}"
-        )
+
+def exp_series(x: torch.Tensor, L: torch.Tensor, terms: int, op, dim: int, out: int) -> torch.Tensor:
+    """``Σ_{k≤K} Lᵏx/k!`` on ``x`` zero-padded to ``L``'s channels along ``dim``, the first ``out`` kept."""
+    extra = L.shape[0] - x.shape[dim]
+    if extra > 0:
+        x = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [0, extra])
+    z = term = x
+    for i in range(1, terms + 1):
+        term = op(term, L) / i
+        z = z + term
+    return z.narrow(dim, 0, out)
 
 
 class SOCLinear(_SOC):
-    """Dense SOC: ``exp(L)`` with ``L`` a skew-symmetric ``max(in, out)`` square matrix."""
+    """Dense SOC: ``exp(L)`` with ``L`` a skew-symmetric ``max(in, out)`` square matrix.
+
+    Args:
+        in_features, out_features: sizes (``out_features`` defaults to ``in_features``).
+        bias: learn an additive bias.
+        train_terms, eval_terms: terms of the series in training and in eval mode.
+        correction: the norm ``‖L‖`` is held at (the power method's estimate of ``‖S‖`` scaled to it).
+        init_iters: power iterations at construction.
+
+    Shape: ``(*, in_features) → (*, out_features)``.
+    """
+
+    operator_kind = "matrix"
 
     def __init__(
         self,
@@ -166,12 +159,11 @@ class SOCLinear(_SOC):
         init_iters: int = 50,
     ) -> None:
         super().__init__()
-        in_features, out_features = dense_features(in_features, out_features)
+        in_features, out_features = self._dense(in_features, out_features)
         c = max(in_features, out_features)
-        self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.randn(c, c) / math.sqrt(c))
         self.register_buffer("u", F.normalize(torch.randn(c), dim=0))
-        self._setup(c, out_features, in_features, train_terms, eval_terms, correction, init_iters, bias)
+        self._setup(c, train_terms, eval_terms, correction, init_iters, bias)
 
     def skew(self) -> torch.Tensor:
         return 0.5 * (self.weight - self.weight.t())
@@ -179,21 +171,35 @@ class SOCLinear(_SOC):
     def _op(self, x, skew):
         return x @ skew.t()
 
-    def _certified_norm(self, skew):
-        return float(dense_norm_bound(skew))
-
     @staticmethod
     def _is_skew(skew):
         return bool(torch.equal(skew.t(), -skew))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         z = self._series(x, dim=x.dim() - 1)
         return z if self.bias is None else z + self.bias
 
+    def plain(self) -> nn.Module:
+        return PlainSOC(self.eval_operator(), self.bias, self.eval_terms, self.out_features, None)
+
 
 class SOCConv2d(_SOC):
-    """Convolutional SOC on inputs of shape ``in_shape``: a ``k×k`` skew-symmetric stride-1 'same' convolution
-    on ``max(in, out)`` channels, zero or circular padding."""
+    """Convolutional SOC: ``exp(L)`` with ``L`` a ``k×k`` skew-symmetric stride-1 'same' convolution on
+    ``max(in, out)`` channels.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
+        out_channels: defaults to ``C``.
+        kernel_size: odd.
+        bias: learn an additive bias.
+        padding_mode: ``"zeros"`` (the comparison's) or ``"circular"``.
+        train_terms, eval_terms, correction, init_iters: as :class:`SOCLinear`.
+
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
+    """
+
+    operator_kind = "kernel"
 
     def __init__(
         self,
@@ -208,18 +214,17 @@ class SOCConv2d(_SOC):
         init_iters: int = 50,
     ) -> None:
         super().__init__()
-        in_shape = check_image_shape(in_shape)
-        check_kernel(kernel_size, padding_mode, in_shape)
-        check_count(out_channels=out_channels)
-        out_channels = out_channels or in_shape[0]
+        in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)
         c = max(in_shape[0], out_channels)
-        self.in_shape, self.padding_mode = in_shape, padding_mode
-        self.out_shape = (out_channels, *in_shape[1:])
         self.work_shape = (c, *in_shape[1:])
         self.weight = nn.Parameter(torch.randn(c, c, kernel_size, kernel_size) / math.sqrt(c))
         u = torch.randn(1, *self.work_shape)
         self.register_buffer("u", u / u.norm())
-        self._setup(c, out_channels, in_shape[0], train_terms, eval_terms, correction, init_iters, bias)
+        self._setup(c, train_terms, eval_terms, correction, init_iters, bias)
+
+    @property
+    def operator_shape(self) -> tuple[int, ...]:
+        return self.work_shape
 
     def skew(self) -> torch.Tensor:
         return 0.5 * (self.weight - flip_transpose(self.weight))
@@ -227,14 +232,34 @@ class SOCConv2d(_SOC):
     def _op(self, x, skew):
         return conv_same(x, skew, None, self.padding_mode)
 
-    def _certified_norm(self, skew):
-        return float(conv_same_norm(skew, self.work_shape, self.padding_mode))
-
     @staticmethod
     def _is_skew(skew):
         return bool(torch.equal(flip_transpose(skew), -skew))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_shape, "SOCConv2d")
+        self.check_input(x)
         z = self._series(x, dim=1)
         return z if self.bias is None else z + self.bias[:, None, None]
+
+    def plain(self) -> nn.Module:
+        return PlainSOC(self.eval_operator(), self.bias, self.eval_terms, self.out_shape[0], self.padding_mode)
+
+
+class PlainSOC(nn.Module):
+    """``Σ_{k≤K} Lᵏx/k! + b`` with a fixed generator ``L`` (dense when ``padding_mode`` is None)."""
+
+    def __init__(self, L, bias, terms: int, out: int, padding_mode: str | None) -> None:
+        super().__init__()
+        self.register_buffer("L", detached(L))
+        self.register_buffer("bias", detached(bias))
+        self.terms, self.out, self.padding_mode = int(terms), int(out), padding_mode
+
+    def _op(self, x: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        return x @ L.t() if self.padding_mode is None else conv_same(x, L, None, self.padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = self.padding_mode is None
+        z = exp_series(x, self.L, self.terms, self._op, x.dim() - 1 if dense else 1, self.out)
+        if self.bias is None:
+            return z
+        return z + (self.bias if dense else self.bias[:, None, None])
