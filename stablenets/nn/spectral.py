@@ -7,8 +7,8 @@ shape, created in ``__init__`` so that checkpoints restore it) and the running e
 * **Training** uses ``norm_estimate`` (eq. 31, warm-started; ``PowerMethodCallback`` advances it after every
   optimizer step).  It approaches ``‖A‖₂`` from below and certifies nothing.
 * **Eval mode** uses :meth:`certified_norm`, an upper bound of ``‖A‖₂`` (:mod:`~stablenets.nn.norms`: the matrix,
-  or the Fourier symbol of the convolution) computed in float64.  It is cached *by content*: the cached value is reused only
-  while the weight holds exactly the values it was computed from (``torch.equal`` on a copy), so no
+  or the Fourier symbol of the convolution) computed in float64.  It is cached *by content*: the cached value is
+  reused only while the weight holds exactly the values it was computed from (``torch.equal`` on a copy), so no
   optimizer (fused, foreach, for-loop), ``.data`` write, checkpoint load, device move or dtype change can
   leave it stale.
 
