@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 __all__ = ["compose", "train", "evaluate", "load_run", "load_model", "export"]
 
@@ -56,18 +56,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     from .runner.config import without_hydra
 
     HydraConfig.instance().set_config(cfg)
-    task_cfg = without_hydra(cfg)
-    out = Path(cfg.hydra.runtime.output_dir)
-    _save_hydra_dir(out / cfg.hydra.output_subdir, task_cfg, cfg.hydra)
-    return train_run(task_cfg)
-
-
-def _save_hydra_dir(path: Path, task_cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them for a CLI run."""
-    path.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(task_cfg, path / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), path / "hydra.yaml")
-    OmegaConf.save(hydra_cfg.overrides.task, path / "overrides.yaml")
+    return train_run(without_hydra(cfg), cfg.hydra)
 
 
 def evaluate(run_dir: str | Path, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict:

@@ -16,54 +16,56 @@ from pathlib import Path
 import pandas as pd
 
 from .runner.errors import ConfigError
-from .runner.inputs import read_json, read_yaml
+from .runner.files import read_yaml
 from .runner.overrides import parse_overrides
 from .runner.provenance import FIELDS as PROVENANCE  # results.json fields naming the code that ran
-from .runner.run_dir import ERROR, RESULTS
+from .runner.run_dir import OVERRIDES, RESULTS, STATES, RunDir
 
-STATUS = ("finished", "failed", "unfinished", "damaged")
+STATUS = STATES
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(
         p.parent.parent
-        for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")
+        for p in Path(sweep_dir).rglob(OVERRIDES)
         if "eval" not in p.parent.parent.relative_to(sweep_dir).parts
     )
 
 
+def read_run(run: RunDir, name: str) -> tuple[dict, list[dict]]:
+    """``(row, curve rows)`` of one run: its overrides, status (:meth:`RunDir.status`), provenance and metrics."""
+    status = run.status()
+    if status.state == "damaged":
+        return {"run_dir": name, "status": "damaged", "error": status.reason}, []
+    overrides = parse_overrides(read_yaml(run.overrides, list) or [])
+    row = {"run_dir": name, **overrides, "status": status.state}
+    if status.state == "failed":
+        row["error"] = status.reason
+    if status.state != "finished":
+        return row, []
+    res = run.saved_results()
+    row.update({k: res.get(k) for k in PROVENANCE})
+    row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
+    rob = res.get("robustness") or {}
+    curves = [
+        {"run_dir": name, **overrides, **point, "certificate": rob.get("certificate")} for point in rob.get("curve", [])
+    ]
+    return row, curves
+
+
 def read_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(runs, curves)`` for every job dir under ``sweep_dir``."""
+    """``(runs, curves)`` for every job dir under ``sweep_dir``: a run whose files cannot be read is listed as
+    damaged, naming the file; the other runs are read as usual."""
     sweep_dir = Path(sweep_dir)
     runs, curves = [], []
     for d in run_dirs(sweep_dir):
-        try:  # a damaged file lists its run as damaged, naming the file; the other runs are read as usual
-            overrides = parse_overrides(read_yaml(d / ".hydra" / "overrides.yaml", list) or [])
-            res = read_json(d / RESULTS) if (d / RESULTS).exists() else None
-        except ConfigError as e:
-            runs.append({"run_dir": str(d.relative_to(sweep_dir)) or ".", "status": "damaged", "error": str(e)})
-            continue
-        row = {"run_dir": str(d.relative_to(sweep_dir)) or ".", **overrides}
-        if res is not None:
-            row["status"] = "finished"
-            row.update({k: res.get(k) for k in PROVENANCE})
-            row.update({k: v for k, v in res["metrics"].items() if "/eps_" not in k and not k.startswith("power/")})
-            for point in (res.get("robustness") or {}).get("curve", []):
-                curves.append(
-                    {
-                        "run_dir": row["run_dir"],
-                        **overrides,
-                        **point,
-                        "certificate": res["robustness"].get("certificate"),
-                    }
-                )
-        elif (d / ERROR).exists():
-            row["status"] = "failed"
-            lines = [ln for ln in (d / ERROR).read_text().strip().splitlines() if ln.strip()]
-            row["error"] = lines[-1] if lines else "unknown error"
-        else:
-            row["status"] = "unfinished"
+        name = str(d.relative_to(sweep_dir)) or "."
+        try:
+            row, points = read_run(RunDir(d), name)
+        except (ConfigError, KeyError, TypeError, AttributeError, ValueError) as e:  # a results.json of odd shape
+            row, points = {"run_dir": name, "status": "damaged", "error": f"{d / RESULTS} is damaged: {e!r}"}, []
         runs.append(row)
+        curves += points
     return pd.DataFrame(runs), pd.DataFrame(curves)
 
 

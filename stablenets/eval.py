@@ -19,13 +19,13 @@ from omegaconf import open_dict
 
 from .runner.config import build_objects, compose, without_hydra
 from .runner.errors import USER_ERRORS, CertificateError, ConfigError, exit_code
-from .runner.inputs import load_checkpoint, read_yaml
+from .runner.files import load_checkpoint, read_yaml, state_fingerprint, write_json
 from .runner.numerics import flush_denormals
 from .runner.overrides import override_key, override_value
 from .runner.provenance import provenance
 from .runner.record import check_audit
 from .runner.reporting import print_summary, write_report
-from .runner.run_dir import write_json
+from .runner.run_dir import RunDir
 from .runner.search_path import recorded_search_path, searchpath_override
 
 
@@ -33,33 +33,40 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()):
     """``(cfg, objects)`` of a finished run with its checkpoint loaded, net in eval mode.
 
     ``objects`` as :func:`stablenets.runner.config.build_objects` returns them: ``datamodule`` (set up for
-    testing), ``net``, ``task``, ``lipschitz_L``.
+    testing), ``net``, ``task``, ``lipschitz_L``, plus ``results`` (the run's ``results.json``).  A run that is not
+    finished (failed, unfinished, damaged), or whose checkpoint is not the one its ``results.json`` reports on,
+    is refused with a message saying which.
     """
-    run_dir = Path(run_dir)
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not saved.exists():
-        raise ConfigError(f"{run_dir} is not a run dir: {saved} is missing")
-    if not ckpt.exists():
-        raise ConfigError(f"{run_dir} has no checkpoint at {ckpt}")
-    base = read_yaml(saved, list) or []
-    search = recorded_search_path(run_dir)
+    run = RunDir(run_dir)
+    results = run.finished_results()
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        raise ConfigError(f"{run.path} has no checkpoint at {run.checkpoint}")
+    base = read_yaml(run.overrides, list) or []
+    search = recorded_search_path(run.path)
     if search and not any(override_key(o) == "hydra.searchpath" for o in overrides):
         base.append(searchpath_override(search))
-    cfg = without_hydra(compose([*base, *overrides], output_dir=run_dir))
-    saved_cfg = (read_yaml(run_dir / "config.yaml", dict) or {}) if (run_dir / "config.yaml").exists() else {}
+    cfg = without_hydra(compose([*base, *overrides], output_dir=run.path))
+    saved_cfg = run.saved_config() if run.config.exists() else {}
     with open_dict(cfg):  # the run's own names (a recipe may have set group on its command line)
-        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.output_dir = str(run.path)
         cfg.name = saved_cfg.get("name", cfg.name)
         cfg.group = saved_cfg.get("group", cfg.name)
     objects = build_objects(cfg)
     state = load_checkpoint(ckpt)["state_dict"]
+    recorded = (results.get("fingerprint") or {}).get("weights")
+    if recorded is not None and state_fingerprint(state) != recorded:
+        raise ConfigError(
+            f"{ckpt} is not the checkpoint {run.results} reports on (its weights differ from the run's); restore the "
+            "run's own checkpoint, or delete results.json to re-run"
+        )
     try:
         objects["task"].load_state_dict(state)
     except RuntimeError as e:  # a checkpoint of another model (config edited after training)
         raise ConfigError(f"{ckpt} does not fit the run's model: {str(e).splitlines()[0]}") from None
     objects["task"].eval()
     objects["datamodule"].setup("test")
+    objects["results"] = results
     return cfg, objects
 
 

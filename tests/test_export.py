@@ -198,7 +198,7 @@ def test_export_cli_errors_are_one_paragraph(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "is not a finished run" in err and "Traceback" not in err
+    assert e.value.code == 2 and "is not a run dir" in err and "Traceback" not in err
 
 
 # the arguments the data module and the runner give each model config: (input shape, output size, extra)

@@ -106,6 +106,9 @@ class GradientFlowBlock(nn.Module):
 
     def refresh_substeps(self, estimate: float | None = None) -> None:
         """Training sub-step count from the norm estimate (read from the operator when not given)."""
+        if estimate is None and self.op.norm_estimate.is_meta:  # built on the meta device: no value to read
+            self._n_train = 1
+            return
         estimate = float(self.op.norm_estimate) if estimate is None else estimate
         self._n_train = substeps_for(self.op.constrained_norm(estimate), self.T, self.k, self.margin)
 

@@ -96,6 +96,8 @@ class SpectralOperator(nn.Module):
         self._warm_iters = warm_iters
 
     def _start_tracking(self) -> None:
+        if self.weight.is_meta:  # built on the meta device (a model's size counted): no values to iterate on
+            return
         if self.orthogonal:
             with torch.no_grad():
                 w = self.weight.view(len(self.weight), -1)

@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
-from ..checks import check_count, check_nonnegative, check_positive
 from ..contracts import LinearInverseProblem
 from ..data.base import DataError
 from .errors import ConfigError
-from .inputs import check_model_size, check_numbers
 from .search_path import compose_config
+from .validation import check_config, check_lipschitz, check_model_size
 
 
 def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
@@ -56,22 +55,6 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     return task_cfg
 
 
-def _checked(check, **values) -> None:
-    """A shared argument check (:mod:`stablenets.checks`) reported as a :class:`ConfigError`."""
-    try:
-        check(**values)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def check_missing(cfg: DictConfig) -> None:
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
-    if missing:
-        raise ConfigError(
-            f"missing required value(s): {', '.join(missing)}. Set them on the command line, e.g. {missing[0]}=<value>."
-        )
-
-
 def target_params(node: DictConfig) -> dict[str, inspect.Parameter]:
     """The parameters of ``node._target_``'s constructor, by name."""
     module, _, name = str(node._target_).rpartition(".")
@@ -96,45 +79,6 @@ def build(group: str, node: DictConfig, **kwargs: Any) -> Any:
         raise ConfigError(f"invalid '{group}' config ({node._target_}): {e}") from None
 
 
-def check_lipschitz(node: DictConfig) -> None:
-    L, rel = node.get("L"), node.get("relative_to")
-    _checked(check_positive, **{"lipschitz.L": L, "lipschitz.scale": node.get("scale", 1.0)})
-    if rel not in (None, "tikhonov"):
-        raise ConfigError(f"lipschitz.relative_to must be null or 'tikhonov', got {rel!r}")
-    if L is not None and rel is not None:
-        raise ConfigError("set either lipschitz.L (absolute) or lipschitz.relative_to (+ lipschitz.scale), not both")
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """The run's own top-level settings."""
-    from ..robustness.certify import CONVENTIONS
-    from .progress import MODES
-
-    if str(cfg.get("progress", "auto")) not in MODES:
-        raise ConfigError(f"progress must be one of {', '.join(MODES)}, got {cfg.get('progress')!r}")
-    if cfg.get("certificate", "sqrt2") not in CONVENTIONS:
-        raise ConfigError(f"certificate must be one of {', '.join(CONVENTIONS)}, got {cfg.get('certificate')!r}")
-    threads = cfg.get("num_threads", "auto")
-    if threads != "auto":
-        _checked(check_count, num_threads=threads)
-
-
-def check_attack(node: DictConfig | None) -> None:
-    """The attack's settings, checked before training rather than after it."""
-    if node is None or node.get("name", "none") == "none":
-        return
-    eps = node.get("eps")
-    if eps is None or len(eps) == 0:
-        raise ConfigError(f"attack.eps must be a list of numbers >= 0, got {eps!r}")
-    _checked(check_nonnegative, **{f"attack.eps[{i}]": e for i, e in enumerate(eps)})
-    _checked(check_count, **{"attack.n_iter": node.get("n_iter", 1), "attack.restarts": node.get("restarts", 1)})
-    chunk = node.get("chunk_size", "auto")
-    if chunk != "auto":
-        _checked(check_count, **{"attack.chunk_size": chunk})
-    if node.get("loss", "ce") not in ("ce", "margin"):
-        raise ConfigError(f"attack.loss must be 'ce' or 'margin', got {node.get('loss')!r}")
-
-
 def resolve_lipschitz(node: DictConfig, datamodule) -> float | None:
     """The bound ``L`` to impose: absolute, or ``scale × L*`` of the Tikhonov baseline on the training data."""
     check_lipschitz(node)
@@ -153,11 +97,7 @@ def build_objects(cfg: DictConfig) -> dict[str, Any]:
 
     Returns ``{"datamodule", "net", "task", "lipschitz_L"}``; raises :class:`ConfigError` on bad input.
     """
-    check_missing(cfg)
-    check_numbers(cfg)  # nan / inf in any numeric key
-    check_settings(cfg)
-    check_lipschitz(cfg.lipschitz)
-    check_attack(cfg.get("attack"))
+    check_config(cfg)
     dm = build("data", cfg.data, seed=cfg.seed)
     try:
         dm.check_available()

@@ -27,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from torch import nn
 from ..contracts import LipschitzBounded, PairwiseBounded
 from ..nn.plain import freeze
 from .errors import ConfigError
-from .inputs import read_json
+from .files import write_json
 
 RADIUS = {
     "sqrt2": "(z_y - max_{j != y} z_j) / (sqrt(2) * L)",
@@ -50,13 +53,6 @@ def _eval_images(dm, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     from ..robustness.curve import take
 
     return take(dm.test_dataloader(), n, torch.device("cpu"))
-
-
-def _read_results(run_dir: Path) -> dict:
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a finished run: {path} is missing (export needs the run's results)")
-    return read_json(path)
 
 
 def metadata(net: nn.Module, results: dict, cfg, in_shape, box) -> dict[str, Any]:
@@ -85,34 +81,60 @@ def metadata(net: nn.Module, results: dict, cfg, in_shape, box) -> dict[str, Any
     }
 
 
+#: relative tolerance between the bound recomputed from the checkpoint and the run's: the float32 rounding of maps
+#: built in the Fourier domain (FFTs, solves) depends on the thread count, at ~1e-7 relative
+BOUND_RTOL = 1e-5
+
+
 def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: int | None = None) -> dict[str, Any]:
     """Export a finished run (see the module docstring); return ``export.json``'s content plus the paths.
 
     ``n_check``: images of the test set the round trip is checked on (default: the run's ``attack.n_eval``).
+    The files are written into a temporary folder beside the destination and moved into place together at the
+    end: an export that fails leaves no half-written folder and keeps an earlier export as it was.
     """
     from ..eval import load_run
-    from ..robustness.certify import certified_accuracy
 
     run_dir = Path(run_dir)
-    results = _read_results(run_dir)
-    cfg, objects = load_run(run_dir)
+    cfg, objects = load_run(run_dir)  # a finished run, its checkpoint the one its results.json reports on
+    results = objects["results"]
     net, dm = objects["task"].net.cpu().eval(), objects["datamodule"]
     if any(not math.isfinite(float(p.detach().abs().max())) for p in net.parameters() if p.numel()):
         raise ConfigError(f"{run_dir}/checkpoints/last.ckpt holds non-finite weights: nothing to export")
     in_shape = tuple(dm.in_shape)
     meta = metadata(net, results, cfg, in_shape, getattr(dm, "box", None))
     reported = results["metrics"].get("test/lipschitz_bound")
-    if reported is not None and meta["lipschitz_bound"] != reported:
+    if reported is not None and not math.isclose(meta["lipschitz_bound"] or math.inf, reported, rel_tol=BOUND_RTOL):
         raise ConfigError(
-            f"the checkpoint's certified bound {meta['lipschitz_bound']} differs from the run's "
-            f"{reported} ({run_dir}/results.json): the checkpoint is not the one the run reported on"
+            f"the checkpoint's certified bound {meta['lipschitz_bound']} differs from the run's {reported} "
+            f"({run_dir}/results.json) by more than {BOUND_RTOL:g} relative: the checkpoint is not the one the run "
+            "reported on"
         )
     n = n_check or meta["n_eval"] or (cfg.attack.get("n_eval") if cfg.get("attack") else None) or 256
     x, y = _eval_images(dm, int(n))
-    frozen = freeze(net)
     out = Path(output_dir) if output_dir else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write the export to {out}: {e.strerror or e}; choose another --out") from None
+    try:
+        report = _write_export(net, cfg, meta, x, y, work, run_dir)
+        onnx = str(out / "model.onnx") if report["onnx"] else None
+        report["files"] = {"program": str(out / "model.pt2"), "onnx": onnx}
+        write_json(work / "export.json", report)
+        _replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
 
+
+def _write_export(net: nn.Module, cfg, meta: dict, x: torch.Tensor, y: torch.Tensor, work: Path, run_dir: Path) -> dict:
+    """``model.pt2`` and ``model.onnx`` of ``net`` into ``work``, with the round-trip checks (``export.json``'s
+    content; ``onnx`` says whether ONNX was written, or why not)."""
+    from ..robustness.certify import certified_accuracy
+
+    frozen = freeze(net)
     example = x[:2]
     batch = torch.export.Dim("batch", min=1)
     try:
@@ -130,35 +152,46 @@ def export(run_dir: str | Path, output_dir: str | Path | None = None, n_check: i
         "max_abs_logit_diff_frozen": float((frozen_logits - ref).abs().max()),
         "max_abs_logit_diff_program": float((exported - ref).abs().max()),
     }
+    bound = eps = None
     if meta["robustness_curve"] and meta["n_eval"] == len(x):
         bound = meta["pairwise_lipschitz"] if meta["certificate"] == "pairwise" else meta["lipschitz_bound"]
         if bound is not None:
             eps = [row["eps"] for row in meta["robustness_curve"]]
             checks["certified_acc_run"] = [row["certified_acc"] for row in meta["robustness_curve"]]
             checks["certified_acc_exported"] = certified_accuracy(exported, y, bound, eps, meta["certificate"])
-    text = json.dumps(meta)
-    pt2 = out / "model.pt2"
-    torch.export.save(program, str(pt2), extra_files={"stablenets.json": text})
-
-    onnx_path = out / "model.onnx"
-    _export_onnx(program, example, onnx_path, meta)
+    torch.export.save(program, str(work / "model.pt2"), extra_files={"stablenets.json": json.dumps(meta)})
+    try:
+        _export_onnx(program, example, work / "model.onnx", meta)
+    except Exception as e:  # an operation ONNX has no form for: the program stands without it
+        (work / "model.onnx").unlink(missing_ok=True)
+        onnx = f"not written: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return {**meta, "checks": checks, "onnx": None, "onnx_error": onnx}
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ort_logits = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    checks["max_abs_logit_diff_onnxruntime"] = float((torch.from_numpy(ort_logits) - ref).abs().max())
+    session = ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+    ort_logits = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    checks["max_abs_logit_diff_onnxruntime"] = float((ort_logits - ref).abs().max())
     if "certified_acc_exported" in checks:
-        checks["certified_acc_onnxruntime"] = certified_accuracy(
-            torch.from_numpy(ort_logits), y, bound, eps, meta["certificate"]
-        )
+        checks["certified_acc_onnxruntime"] = certified_accuracy(ort_logits, y, bound, eps, meta["certificate"])
     if not y.is_floating_point():  # a classifier's labels
         checks["clean_acc_exported"] = float((exported.argmax(1) == y).float().mean())
-        checks["clean_acc_onnxruntime"] = float((torch.from_numpy(ort_logits).argmax(1) == y).float().mean())
-    report = {**meta, "checks": checks, "files": {"program": str(pt2), "onnx": str(onnx_path)}}
-    tmp = out / "export.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "export.json")
-    return report
+        checks["clean_acc_onnxruntime"] = float((ort_logits.argmax(1) == y).float().mean())
+    return {**meta, "checks": checks, "onnx": True}
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``, an earlier ``out`` set aside first and removed after."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        if out.exists():
+            os.replace(out, old)
+        os.replace(new, out)
+    except OSError as e:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise ConfigError(f"cannot write the export to {out}: {e.strerror or e}; choose another --out") from None
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _export_onnx(program, example: torch.Tensor, path: Path, meta: dict) -> None:
@@ -202,23 +235,29 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"stablenets-export: error: {e}", file=sys.stderr)
         sys.exit(2)
+    print(summary(rep))
+
+
+def summary(rep: dict) -> str:
+    """The lines ``stablenets-export`` prints: the files, the bound, and the round trip as measured."""
     c = rep["checks"]
-    print(
-        f"stablenets-export: {rep['files']['program']}, {rep['files']['onnx']}\n"
-        + (
-            f"  bound L={rep['lipschitz_bound']} ({rep['certificate']}: radius {rep['certified_radius']}), "
-            if rep["lipschitz_bound"] is not None
-            else "  no certified bound (the model has no Lipschitz bound), "
-        )
-        + f"clean acc {rep['clean_accuracy']}\n"
-        f"  on {c['n_images']} test images: max |logit diff| program {c['max_abs_logit_diff_program']:.3g}, "
-        f"ONNX Runtime {c['max_abs_logit_diff_onnxruntime']:.3g}"
-        + (
-            f"; certified acc run {c['certified_acc_run']} = exported {c['certified_acc_exported']}"
-            if "certified_acc_exported" in c
-            else ""
-        )
-    )
+    files = rep["files"]["program"] + (f", {rep['files']['onnx']}" if rep["files"]["onnx"] else "")
+    lines = [f"stablenets-export: {files}"]
+    if rep["lipschitz_bound"] is not None:
+        bound = f"  bound L={rep['lipschitz_bound']} ({rep['certificate']}: radius {rep['certified_radius']}), "
+    else:
+        bound = "  no certified bound (the model has no Lipschitz bound), "
+    lines.append(bound + f"clean acc {rep['clean_accuracy']}")
+    trip = f"  on {c['n_images']} test images: max |logit diff| program {c['max_abs_logit_diff_program']:.3g}"
+    if "max_abs_logit_diff_onnxruntime" in c:
+        trip += f", ONNX Runtime {c['max_abs_logit_diff_onnxruntime']:.3g}"
+    if "certified_acc_exported" in c:
+        same = "=" if c["certified_acc_exported"] == c["certified_acc_run"] else "differs from"
+        trip += f"; certified acc run {c['certified_acc_run']} {same} exported {c['certified_acc_exported']}"
+    lines.append(trip)
+    if not rep.get("onnx"):
+        lines.append(f"  warning: ONNX {rep.get('onnx_error')}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from . import progress
 from .config import build, target_params
 from .ddp import local_ddp, replica_max_diff
-from .inputs import check_checkpoint
+from .files import check_checkpoint
 from .run_dir import RunDir
 
 

@@ -11,11 +11,12 @@ from omegaconf import DictConfig
 
 from ..contracts import Evaluation
 from .errors import CertificateError
+from .files import load_checkpoint, state_fingerprint
 from .loggers import log_results
 from .overrides import current_overrides
 from .provenance import provenance
 from .reporting import write_report
-from .run_dir import RunDir
+from .run_dir import RunDir, config_fingerprint, resolved
 
 
 def on_training_device(task, trainer) -> None:
@@ -35,6 +36,15 @@ def check_audit(metrics: dict[str, float], results_path: Path) -> None:
             f"{int(metrics['test/certificate_audited'])} certified (ε, image) pairs: a reported "
             f"Lipschitz bound is wrong (results kept in {results_path})"
         )
+
+
+def fingerprint(cfg: DictConfig, run: RunDir) -> dict[str, str | None]:
+    """What ties ``results.json`` to its run: the hash of the config (the keys that define the run) and of the
+    checkpoint's weights — checked wherever a run is read (:meth:`RunDir.status`, ``stablenets-eval``,
+    ``stablenets-export``)."""
+    ckpt = run.latest_checkpoint()
+    weights = state_fingerprint(load_checkpoint(ckpt)["state_dict"]) if ckpt is not None else None
+    return {"config": config_fingerprint(resolved(cfg)), "weights": weights}
 
 
 def evaluate_and_record(
@@ -64,6 +74,7 @@ def evaluate_and_record(
         "lipschitz_L": objects["lipschitz_L"],
         "resumed_from": str(resumed_from) if resumed_from else None,
         "flush_denormal": flush_denormal,
+        "fingerprint": fingerprint(cfg, run),
         **provenance(),
     }
     run.write_results(results)

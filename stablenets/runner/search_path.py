@@ -27,6 +27,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from .overrides import hydra_quoted
+from .run_dir import HYDRA
 
 ENV_VAR = "STABLENETS_CONFIG_PATH"
 PROVIDER = ENV_VAR  # how these entries are named in ``--info searchpath`` and in a run's config_sources
@@ -98,10 +99,10 @@ def recorded_search_path(run_dir: str | Path) -> list[str]:
 
     Relative ``file://`` entries are taken from the run's own cwd (``hydra.runtime.cwd``).
     """
-    path = Path(run_dir) / ".hydra" / "hydra.yaml"
+    path = Path(run_dir) / HYDRA / "hydra.yaml"
     if not path.is_file():
         return []
-    from .inputs import read_yaml
+    from .files import read_yaml
 
     runtime = ((read_yaml(path, dict) or {}).get("hydra") or {}).get("runtime") or {}
     cwd = Path(runtime["cwd"]) if runtime.get("cwd") else None

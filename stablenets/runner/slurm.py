@@ -31,6 +31,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
+from .run_dir import RunDir
+
 log = logging.getLogger(__name__)
 
 #: states of a job that is over (``squeue`` lists them for ``MinJobAge`` after the end)
@@ -245,10 +247,10 @@ class CheckedSlurmLauncher(SubmititSlurmLauncher):
             f"node lost or the job cancelled; its log: {logs}"
         )
         try:
-            out = self.run_dir(overrides)
-            out.mkdir(parents=True, exist_ok=True)
-            if not (out / "results.json").exists():
-                (out / "error.txt").write_text(msg + "\n")
+            run = RunDir(self.run_dir(overrides))
+            run.path.mkdir(parents=True, exist_ok=True)
+            if not run.results.exists():
+                run.error.write_text(msg + "\n")
         except Exception as e:  # the verdict stands without the file
             log.warning(f"could not write error.txt for job {job.job_id}: {e}")
         print(f"stablenets: {msg}", file=sys.stderr, flush=True)
