@@ -109,11 +109,15 @@ class Pace(pl.Callback):
     """Sleeps after every training step: a run that takes wall-clock time but little CPU, for tests of time
     limits that should not depend on the machine's speed (``+callbacks.pace._target_=problems.Pace``)."""
 
-    def __init__(self, seconds_per_step: float) -> None:
-        self.seconds_per_step = seconds_per_step
+    def __init__(self, seconds_per_step: float, seconds_per_val_batch: float = 0.0) -> None:
+        self.seconds_per_step, self.seconds_per_val_batch = seconds_per_step, seconds_per_val_batch
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_train_batch_start(self, *args) -> None:  # inside the step a budget times (its timer starts first)
         time.sleep(self.seconds_per_step)
+
+    def on_validation_batch_start(self, trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(self.seconds_per_val_batch)
 
 
 class Die(pl.Callback):

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from problems import compose_cfg, make_cifar_dataset
-from stablenets.callbacks import CertifiedValidation, EpochBudget
+from stablenets.callbacks import CertifiedValidation
 from stablenets.contracts import LipschitzBounded
 from stablenets.losses import OffsetCrossEntropy
 from stablenets.models import LipConvNet
@@ -115,125 +115,6 @@ def test_adaptive_max_pool_rule_is_an_upper_bound_and_tight_for_a_global_pool(ou
     assert bound == math.sqrt(float(member.max()))
 
 
-class _LR(pl.Callback):
-    def __init__(self) -> None:
-        self.lrs: list[float] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
-class _Slow(pl.Callback):
-    def on_train_batch_end(self, *args) -> None:
-        import time
-
-        time.sleep(0.05)  # wall time that does not depend on the machine's speed
-
-
-def test_budget_sets_the_epoch_count_and_stretches_the_one_cycle_to_it():
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 4 steps per epoch: >= 0.2 s per epoch
-    sched = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
-    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1, momentum=0.9), sched)
-    budget, lr_log = EpochBudget(), _LR()
-    trainer = pl.Trainer(
-        max_epochs=200,
-        max_time={"seconds": 2},
-        callbacks=[budget, lr_log, _Slow()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(task, loader, loader)
-    n = budget.planned
-    assert n is not None and 2 <= n < 200
-    assert n == math.floor(2 / budget.epoch_seconds[0])
-    assert trainer.current_epoch == n  # every planned epoch ran: Lightning's time limit did not cut them
-    metrics = trainer.callback_metrics
-    assert metrics["budget/epochs"] == metrics["budget/epochs_reached"] == n
-    assert metrics["model/parameters"] == 10
-    # after the first epoch the rates are exactly those of a one-cycle over n epochs, to its very end
-    ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
-    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=4 * n)
-    expected = []
-    for _ in range(4 * n):
-        expected.append(ref_opt.param_groups[0]["lr"])
-        ref_opt.step()
-        ref.step()
-    assert len(lr_log.lrs) == 4 * n
-    assert lr_log.lrs[4:] == pytest.approx(expected[4:], rel=1e-9)
-    assert lr_log.lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=1e-6)  # the cycle ended where it should
-    assert lr_log.lrs[1] < expected[1]  # the first epoch ran at the start of the longer warm-up
-    assert budget.state_dict()["planned"] == n
-
-
-def test_a_budget_of_one_epoch_ends_after_it():
-    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    task = ClassificationTask(
-        nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
-    )
-    budget = EpochBudget()
-    trainer = pl.Trainer(
-        max_epochs=50,
-        max_time={"seconds": 0.3},
-        callbacks=[budget, _Slow()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(task, loader)  # 4 steps of >= 0.05 s each, and then some: at most one epoch fits
-    assert budget.planned == 1 and trainer.current_epoch == 1
-
-
-def test_a_resumed_run_keeps_its_planned_epochs_and_lifts_the_time_limit():
-    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    task = ClassificationTask(nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1))
-    budget = EpochBudget()
-    budget.load_state_dict({"planned": 3, "epoch_seconds": [0.5]})  # as restored from a checkpoint
-    trainer = pl.Trainer(
-        max_epochs=50,
-        max_time={"hours": 1},
-        callbacks=[budget],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(task, loader)
-    assert trainer.current_epoch == 3 and budget.planned == 3
-    assert EpochBudget.budget_seconds(trainer) is None  # Lightning's limit lifted: the plan decides
-
-
-def test_without_a_budget_the_epoch_count_is_kept_and_costs_are_recorded():
-    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    task = ClassificationTask(
-        nn.Linear(4, 2), partial(torch.optim.SGD, lr=0.1), partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
-    )
-    budget = EpochBudget()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        callbacks=[budget],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(task, loader)
-    assert budget.planned is None and trainer.current_epoch == 3
-    assert trainer.callback_metrics["budget/epochs_reached"] == 3
-    assert len(budget.epoch_seconds) == 3 and trainer.callback_metrics["budget/seconds_per_epoch"] > 0
-
-
 def test_validation_certified_accuracy_matches_the_margins():
     net = _tiny("aol", in_shape=(1, 8, 8))
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 3, (40,))
@@ -310,7 +191,7 @@ def test_cifar10_preset_runs_on_a_synthetic_set_with_a_budget(tmp_path):
     assert tuple(objects["net"].in_shape) == (3, 32, 32)
     assert metrics["test/lipschitz_bound"] <= 1 + 1e-4
     assert metrics["test/certificate_violations"] == 0
-    assert 1 <= metrics["budget/epochs"] <= 3 and metrics["budget/epochs_reached"] == metrics["budget/epochs"]
+    assert 1 <= metrics["budget/steps"] <= 6 and metrics["budget/steps_reached"] == metrics["budget/steps"]
     assert "val/certified_acc" in metrics and metrics["memory/peak_mb"] > 0
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {row["eps"] for row in saved["robustness"]["curve"]} == {0.0, 0.1412, 0.2824, 0.4235, 1.0}
@@ -505,20 +386,3 @@ def test_recipe_compares_two_families_and_searches_two_trials(tmp_path):
     assert (
         best.loc[0, "trials"] == 2 and 1e-3 <= best.loc[0, "lr"] <= 1.0 and 1e-6 <= best.loc[0, "weight_decay"] <= 1e-2
     )
-
-
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="peak resident set via /proc")
-def test_peak_memory_does_not_count_what_an_earlier_job_freed():
-    """A multirun's jobs share one process: heap freed by an earlier job must not count in the next one's peak
-    (the budget callback hands freed heap back before it resets the peak mark)."""
-    import gc
-
-    from stablenets.callbacks.budget import _reset_peak_rss, _rss_mb
-
-    gc.collect()
-    base = _rss_mb("VmRSS")
-    blocks = [torch.randn(25_000) for _ in range(5_000)]  # ~500 MB in 100 kB pieces: heap, not mmap
-    del blocks
-    gc.collect()
-    assert _reset_peak_rss()
-    assert _rss_mb("VmHWM") < base + 100  # without handing the heap back: ~base + 500

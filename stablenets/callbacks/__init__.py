@@ -1,4 +1,4 @@
-from .budget import EpochBudget
+from .budget import TimeBudget
 from .certified_val import CertifiedValidation
 from .checkpoint import LastCheckpoint
 from .jacobian_norm import JacobianNormCallback, jacobian_norms
@@ -6,7 +6,7 @@ from .power_method import PowerMethodCallback, tracked_modules
 
 __all__ = [
     "CertifiedValidation",
-    "EpochBudget",
+    "TimeBudget",
     "LastCheckpoint",
     "JacobianNormCallback",
     "jacobian_norms",

@@ -1,23 +1,26 @@
-r"""Equal-time budgets, as "1-Lipschitz Layers Compared" (Prach et al., CVPR 2024) trains its layer families:
-a run given a wall-clock budget (``trainer.max_time``) trains for as many epochs as its measured epoch time
-allows, with its learning-rate schedule stretched to exactly that many epochs.
+r"""Equal-time budgets, as "1-Lipschitz Layers Compared" (Prach et al., CVPR 2024) trains its layer families: a run
+given a wall-clock budget (``trainer.max_time``) trains for as many optimizer steps as its measured step time
+allows, with its learning-rate schedule planned over exactly those steps.
 
-:class:`EpochBudget` measures the first epoch (training and validation, from the start of training to the
-end of the epoch), then plans ``n = max(1, ⌊budget / t₁⌋)`` epochs (at most ``trainer.max_epochs``, which is
-the cap), sets the trainer's epoch count to ``n`` and re-plans the scheduler over ``n × steps per epoch``
-optimizer steps, continuing at the current step (:meth:`stablenets.tasks.Task.stretch_schedule`): the run
-ends with a whole one-cycle, never one cut short.  Lightning's own time limit is lifted once the count is
-planned — the budget decides the count, the count decides when training ends (the comparison's protocol:
-estimate the epochs, then train them all).  Until the plan, the schedule is the one for ``trainer.max_epochs``
-epochs: the first epoch of a budget run follows the start of a longer warm-up (learning rates at most one
-epoch's worth of warm-up below the stretched schedule's); a budget shorter than the first epoch leaves that
-one epoch (Lightning's limit may end it early), nothing to stretch.
+:class:`TimeBudget` times the run's first optimizer steps (``measure_steps`` of them after ``skip_steps`` warm-up
+steps, or the whole first epoch when it is shorter), then plans ``N = ⌊budget / seconds per step⌋`` steps (at
+most ``trainer.max_epochs`` epochs' worth, the cap) and re-plans the schedule over ``N`` steps, continuing at the
+current step (:meth:`stablenets.tasks.Task.stretch_schedule`): the run ends with a whole one-cycle, never one cut
+short — also when ``N`` is less than one epoch.  As in the comparison's protocol, the budget is **training** time
+(the reference estimates it from timed SGD steps); validation, with its certified accuracy, is timed apart and
+recorded (``budget/val_seconds``), so that a table can say what each run spent on both.
 
-It also records, every epoch, what the comparison tabulates: ``budget/seconds_per_epoch`` (mean wall time of
-the epochs so far), ``budget/epochs`` (planned; the cap without a budget), ``budget/epochs_reached``,
-``memory/peak_mb`` (GPU: peak allocated by PyTorch; CPU: the process's peak resident set during training)
-and ``memory/train_mb`` (that peak minus what was in use when training started), and
-``model/parameters``.  The plan is saved with the checkpoints, so that a resumed run keeps it.
+The budget is the callback's, not Lightning's: at ``setup`` it takes ``trainer.max_time`` from Lightning's timer and
+lifts that timer's limit, so that the planned steps decide when training ends — also in a run resumed from a
+checkpoint (a requeued SLURM job, a killed run relaunched), whatever wall time its earlier segments spent.  The
+plan (the step count and the timings it came from) is in every checkpoint written after it, and a resumed run
+trains exactly the planned steps; a run killed before its plan measures again.
+
+Recorded every epoch: ``budget/steps`` (planned) and ``budget/steps_reached``, ``budget/epochs`` (planned, may be
+fractional) and ``budget/epochs_reached``, ``budget/seconds_per_step`` (measured), ``budget/seconds_per_epoch``
+(mean wall time of the epochs so far, validation included), ``budget/train_seconds`` and ``budget/val_seconds``,
+``memory/peak_mb`` (GPU: peak allocated by PyTorch; CPU: the process's peak resident set during training),
+``memory/train_mb`` (that peak minus what was in use when training started) and ``model/parameters``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import lightning as pl
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from ..checks import check_count
 from ..tasks.base import Task
 
 
@@ -52,7 +56,7 @@ def _reset_peak_rss() -> bool:
 
     Memory that earlier work freed is first handed back to the system (``malloc_trim``, glibc): a multirun's
     jobs run one after another in one process, and a previous job's freed heap would otherwise stay resident
-    and count in this one's peak (a run after a 12 GB job reported a 12 GB peak)."""
+    and count in this one's peak."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -65,12 +69,24 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-class EpochBudget(pl.Callback):
-    def __init__(self) -> None:
+class TimeBudget(pl.Callback):
+    """See the module docstring.  ``measure_steps``: timed steps the plan is made from; ``skip_steps``: steps
+    before them left untimed (the first steps pay one-time costs: allocations, first certified norms)."""
+
+    def __init__(self, measure_steps: int = 20, skip_steps: int = 2) -> None:
         super().__init__()
-        self.planned: int | None = None
+        check_count(measure_steps=measure_steps)
+        check_count(0, skip_steps=skip_steps)
+        self.measure_steps, self.skip_steps = measure_steps, skip_steps
+        self.budget: float | None = None  # seconds of training, from trainer.max_time
+        self.planned_steps: int | None = None
+        self.step_seconds: list[float] = []  # the timed steps
         self.epoch_seconds: list[float] = []
-        self._epoch_start: float | None = None
+        self.train_seconds = 0.0
+        self.val_seconds = 0.0
+        self._t_step: float | None = None
+        self._t_epoch: float | None = None
+        self._t_val: float | None = None
         self._base_mb: float | None = None
         self._peak_tracked = False
 
@@ -79,45 +95,50 @@ class EpochBudget(pl.Callback):
     def _timer(trainer: pl.Trainer) -> Timer | None:
         return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
 
-    @classmethod
-    def budget_seconds(cls, trainer: pl.Trainer) -> float | None:
-        """The run's ``trainer.max_time`` in seconds, or None."""
-        timer = cls._timer(trainer)
-        if timer is None or timer.time_remaining() is None:
-            return None
-        return timer.time_remaining() + timer.time_elapsed()
-
     @staticmethod
     def steps_per_epoch(trainer: pl.Trainer) -> int:
         batches = trainer.num_training_batches
         if not math.isfinite(batches):
             raise ValueError(
-                "EpochBudget needs a training set of known length (an iterable of unknown length "
-                "cannot be stretched over)"
+                "TimeBudget needs a training set of known length (an iterable of unknown length cannot be planned over)"
             )
-        return math.ceil(int(batches) / trainer.accumulate_grad_batches)
+        return max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
 
-    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, budget: float) -> None:
-        cap = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 1 else None
-        n = max(1, math.floor(budget / self.epoch_seconds[0]))
-        n = min(n, cap) if cap else n
-        self.planned = int(trainer.strategy.broadcast(n, src=0))  # every DDP rank trains rank 0's count
-        self._apply(trainer, pl_module, stretch=True)
+    def seconds_per_step(self) -> float:
+        timed = self.step_seconds[self.skip_steps :] or self.step_seconds
+        return sum(timed) / len(timed)
 
-    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stretch: bool) -> None:
-        trainer.fit_loop.max_epochs = self.planned
-        timer = self._timer(trainer)
-        if timer is not None:  # the count is planned: Lightning's time limit must not cut the schedule short
-            timer._duration = None  # noqa: SLF001 (Timer has no public setter; tests/test_budget.py checks it)
-        if stretch and trainer.lr_scheduler_configs and self.planned > trainer.current_epoch + 1:
+    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        spe = self.steps_per_epoch(trainer)
+        done = int(trainer.global_step)
+        n = max(done + 1, math.floor(self.budget / self.seconds_per_step()))
+        if trainer.max_epochs is not None and trainer.max_epochs >= 1:
+            n = min(n, trainer.max_epochs * spe)
+        n = max(n, done + 1)
+        self.planned_steps = int(trainer.strategy.broadcast(n, src=0))  # every DDP rank trains rank 0's count
+        self._apply(trainer)
+        if trainer.lr_scheduler_configs and self.planned_steps > done + 1:
             if not isinstance(pl_module, Task):
                 raise TypeError(f"{type(pl_module).__name__} cannot re-plan its schedule (not a stablenets Task)")
-            pl_module.stretch_schedule(self.planned * self.steps_per_epoch(trainer))
+            pl_module.stretch_schedule(self.planned_steps)
+
+    def _apply(self, trainer: pl.Trainer) -> None:
+        """Train exactly the planned steps (the last one stops the run and has it validate, mid-epoch if need be;
+        ``max_steps`` is the backstop)."""
+        trainer.fit_loop.epoch_loop.max_steps = self.planned_steps
+        trainer.fit_loop.max_epochs = math.ceil(self.planned_steps / self.steps_per_epoch(trainer))
 
     # -- hooks --------------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # before a checkpoint is restored and before Lightning's timer first checks its limit (on_fit_start)
+        timer = self._timer(trainer)
+        if stage == "fit" and timer is not None and timer._duration is not None:  # noqa: SLF001 (no public setter)
+            self.budget = float(timer._duration)  # noqa: SLF001
+            timer._duration = None  # noqa: SLF001 -- the plan decides when training ends
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.planned is not None:  # resumed: the plan and the scheduler's state came with the checkpoint
-            self._apply(trainer, pl_module, stretch=False)
+        if self.planned_steps is not None:  # resumed: the plan and the scheduler's state came with the checkpoint
+            self._apply(trainer)
         device = pl_module.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -127,23 +148,57 @@ class EpochBudget(pl.Callback):
             self._base_mb = _rss_mb("VmRSS")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._t_epoch = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        self._t_step = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        if self._t_step is None:
+            return
+        seconds = time.perf_counter() - self._t_step
+        self.train_seconds += seconds
+        if self.planned_steps is not None:
+            if trainer.global_step >= self.planned_steps:
+                trainer.should_stop = True  # ends here, mid-epoch if need be, after a last validation
+            return
+        if self.budget is None:
+            return
+        self.step_seconds.append(seconds * trainer.accumulate_grad_batches)
+        if len(self.step_seconds) >= self.skip_steps + self.measure_steps:
+            self._plan(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t_val = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after every validation hook (certified validation included): the whole pass is timed
+        if self._t_val is not None and not trainer.sanity_checking:
+            self.val_seconds += time.perf_counter() - self._t_val
+        self._t_val = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning calls this after the epoch's validation: the epoch time includes it
-        if self._epoch_start is None:
+        if self._t_epoch is None:
             return
-        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
-        budget = self.budget_seconds(trainer)
-        if self.planned is None and budget is not None:
-            self._plan(trainer, pl_module, budget)
-        peak = self.peak_mb(pl_module.device)
+        self.epoch_seconds.append(time.perf_counter() - self._t_epoch)
+        if self.planned_steps is None and self.budget is not None and self.step_seconds:
+            self._plan(trainer, pl_module)  # a first epoch shorter than the measurement: plan from what it timed
+        spe = self.steps_per_epoch(trainer)
+        steps = self.planned_steps if self.planned_steps is not None else (trainer.max_epochs or 0) * spe
         log = {
-            "budget/seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds),
-            "budget/epochs": float(self.planned if self.planned is not None else trainer.max_epochs),
+            "budget/steps": float(steps),
+            "budget/steps_reached": float(trainer.global_step),
+            "budget/epochs": steps / spe,
             "budget/epochs_reached": float(trainer.current_epoch + 1),
+            "budget/seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds),
+            "budget/train_seconds": self.train_seconds,
+            "budget/val_seconds": self.val_seconds,
             "model/parameters": float(sum(p.numel() for p in pl_module.parameters())),
         }
+        if self.step_seconds:
+            log["budget/seconds_per_step"] = self.seconds_per_step()
+        peak = self.peak_mb(pl_module.device)
         if peak is not None:
             log["memory/peak_mb"] = peak
             if self._base_mb is not None:
@@ -158,8 +213,17 @@ class EpochBudget(pl.Callback):
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"planned": self.planned, "epoch_seconds": list(self.epoch_seconds)}
+        return {
+            "planned_steps": self.planned_steps,
+            "step_seconds": list(self.step_seconds),
+            "epoch_seconds": list(self.epoch_seconds),
+            "train_seconds": self.train_seconds,
+            "val_seconds": self.val_seconds,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.planned = state_dict.get("planned")
+        self.planned_steps = state_dict.get("planned_steps")
+        self.step_seconds = list(state_dict.get("step_seconds", []))
         self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+        self.val_seconds = float(state_dict.get("val_seconds", 0.0))

@@ -71,6 +71,40 @@ def check_settings(cfg: DictConfig) -> None:
         _checked(check_count, num_threads=threads)
 
 
+def budget_seconds(value) -> float | None:
+    """``trainer.max_time`` in seconds (``DD:HH:MM:SS``, or a mapping of ``timedelta`` keywords), or None."""
+    from datetime import timedelta
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            parts = [int(p) for p in value.split(":")]  # as Lightning reads it
+            if len(parts) != 4:
+                raise ValueError(value)
+            if min(parts) < 0:
+                return -1.0  # a negative part: no time to train
+            return timedelta(days=parts[0], hours=parts[1], minutes=parts[2], seconds=parts[3]).total_seconds()
+        return timedelta(
+            **OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
+        ).total_seconds()
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"trainer.max_time={value!r} is not a duration: give DD:HH:MM:SS, e.g. trainer.max_time=00:00:10:00"
+        ) from None
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """A budget, where given, is a positive duration (a zero or negative one would train nothing)."""
+    trainer = cfg.get("trainer") or {}
+    seconds = budget_seconds(trainer.get("max_time"))
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(
+            f"trainer.max_time={trainer.get('max_time')} leaves no time to train: give a positive budget "
+            "(DD:HH:MM:SS), or trainer.max_time=null for none"
+        )
+
+
 def check_attack(node: DictConfig | None) -> None:
     """The attack's settings, checked before training rather than after it."""
     if node is None or node.get("name", "none") == "none":
@@ -93,6 +127,7 @@ def check_config(cfg: DictConfig) -> None:
     check_missing(cfg)
     check_numbers(cfg)  # nan / inf in any numeric key
     check_settings(cfg)
+    check_trainer(cfg)
     check_lipschitz(cfg.lipschitz)
     check_attack(cfg.get("attack"))
 

@@ -99,26 +99,38 @@ class Task(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
 
     def stretch_schedule(self, total_steps: int) -> None:
-        """Re-plan the running schedule over ``total_steps`` optimizer steps, continuing at the current step
-        (an equal-time budget sets the run's length after measuring its first epoch: see
-        :class:`stablenets.callbacks.EpochBudget`).  The learning rates (and momenta) of the optimizer are
-        those of the new schedule at the current step."""
+        """Re-plan the running schedule over ``total_steps`` optimizer steps, continuing at the current step (an
+        equal-time budget sets the run's length after timing its first steps: see
+        :class:`stablenets.callbacks.TimeBudget`).  The learning rates (and momenta) of the optimizer are those of
+        the new schedule at the current step.  Only schedules whose shape depends on the run's length are
+        re-planned (``OneCycleLR``; ``CosineAnnealingLR`` without a fixed ``T_max``); any other runs on as it is."""
         configs = self.trainer.lr_scheduler_configs
-        if self.scheduler_factory is None or not configs:
+        if self.scheduler_factory is None or not configs or not self._length_dependent():
             return
         done = int(self.trainer.global_step)
         if total_steps < done + 1:
             raise ValueError(f"cannot stretch the schedule to {total_steps} steps: {done} are done already")
-        if not isinstance(configs[0].scheduler, torch.optim.lr_scheduler.OneCycleLR):
-            raise TypeError(f"only a OneCycleLR schedule can be stretched, got {type(configs[0].scheduler).__name__}")
         opt = configs[0].scheduler.optimizer
-        for group in opt.param_groups:  # a new OneCycleLR starts from the optimizer's settings, not the old one's
+        for group in opt.param_groups:  # a new schedule starts from the optimizer's settings, not the old one's
             group.pop("initial_lr", None)
         sched = self._scheduler(opt, total_steps)
         if done:
             sched.last_epoch = done - 1
-            sched.step()  # closed form at step ``done``: the new schedule's rates
+            sched.step()  # OneCycleLR: its closed form at step ``done``, the new schedule's rates
+            if hasattr(sched, "_get_closed_form_lr"):  # a recursive schedule (cosine): set the closed form too
+                lrs = sched._get_closed_form_lr()
+                for group, lr in zip(opt.param_groups, lrs):
+                    group["lr"] = lr
+                sched._last_lr = list(lrs)
         configs[0].scheduler = sched
+
+    def _length_dependent(self) -> bool:
+        factory = self.scheduler_factory
+        target = factory.func if isinstance(factory, functools.partial) else factory
+        keywords = factory.keywords if isinstance(factory, functools.partial) else {}
+        return target is torch.optim.lr_scheduler.OneCycleLR or (
+            target is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in keywords
+        )
 
     def _scheduler(self, opt: torch.optim.Optimizer, steps: int):
         factory = self.scheduler_factory
