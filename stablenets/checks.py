@@ -34,3 +34,9 @@ def check_count(minimum: int = 1, **values: int | None) -> None:
     for name, value in values.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class TrainingDiverged(ValueError):
+    """Training left the range where its numbers mean anything: non-finite weights or losses, or an operator norm
+    that asks for an absurd number of sub-steps.  Reported like bad input (a lower learning rate, a norm cap),
+    naming what was found, never as a traceback from deep inside."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import struct
@@ -66,6 +67,45 @@ def cli(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess | subprocess
             cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+ENTRY_POINTS_DRIVER = r"""
+import contextlib, importlib, io, json, sys
+from hydra.core.global_hydra import GlobalHydra
+
+results = []
+for module, argv in json.loads(sys.argv[1]):
+    GlobalHydra.instance().clear()
+    main = importlib.import_module(module).main
+    out, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+        try:
+            if module == "stablenets.train":
+                sys.argv = ["stablenets-train", *argv]
+                main()
+            else:
+                main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    results.append({"code": code, "output": out.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_entry_points(calls: list[tuple[str, list[str]]], cwd: Path, timeout: int = 600) -> list[dict]:
+    """Each ``(module, argv)`` through the real entry point (``stablenets.train`` with Hydra, or another module's
+    ``main(argv)``) in one fresh Python process, in order; ``[{"code", "output"}]`` (stdout and stderr)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", ENTRY_POINTS_DRIVER, json.dumps(calls)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:

@@ -8,42 +8,16 @@ The cases run through the real entry points (``stablenets-train`` with Hydra, ``
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from problems import make_idx_dataset
+from problems import make_idx_dataset, run_entry_points
 from stablenets.api import compose, train
 
 # its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_damaged_input")
-
-DRIVER = r"""
-import contextlib, importlib, io, json, sys
-from hydra.core.global_hydra import GlobalHydra
-
-results = []
-for module, argv in json.loads(sys.argv[1]):
-    GlobalHydra.instance().clear()
-    main = importlib.import_module(module).main
-    out, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-        try:
-            if module == "stablenets.train":
-                sys.argv = ["stablenets-train", *argv]
-                main()
-            else:
-                main(argv)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    results.append({"code": code, "output": out.getvalue()})
-print(json.dumps(results))
-"""
 
 
 def _truncate(path: Path, keep: float = 0.5) -> None:
@@ -170,13 +144,8 @@ def outcomes(tmp_path_factory):
             needles,
         )
     before = {k: c[2].read_bytes() for k, c in cases.items() if c[2] is not None}
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     todo = [(c[0], c[1]) for c in cases.values()] + [("stablenets.collect", [str(root / "sweep")])]
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(todo)], cwd=root, capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_entry_points(todo, root)
     return root, cases, before, dict(zip(cases, results)), results[-1]
 
 

@@ -7,13 +7,11 @@ its own ``sys.argv``; the cases share one Python process so that the suite pays 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from problems import run_entry_points
 
 # its module-scoped fixture is built once, on one worker (pytest -n 2 runs with --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("test_errors")
@@ -55,25 +53,6 @@ CASES = [
     (["model=mlp", "model.width=200000"], ["parameters: training needs about", "GiB", "model.width=200000"]),
 ]
 
-DRIVER = r"""
-import contextlib, io, json, sys
-from hydra.core.global_hydra import GlobalHydra
-from stablenets.train import main
-
-results = []
-for run, overrides in json.loads(sys.argv[1]):
-    GlobalHydra.instance().clear()
-    sys.argv = ["stablenets-train", f"hydra.run.dir={run}", *overrides]
-    out, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    results.append({"code": code, "output": out.getvalue()})
-print(json.dumps(results))
-"""
-
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
@@ -81,17 +60,8 @@ def outcomes(tmp_path_factory):
     cases = [(str(root / f"case{i}" / "run"), overrides) for i, (overrides, _) in enumerate(CASES)]
     for run, _ in cases:
         Path(run).parent.mkdir()
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(cases)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_entry_points([("stablenets.train", [f"hydra.run.dir={run}", *o]) for run, o in cases], root)
+    return root, results
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[" ".join(c[0]) for c in CASES])

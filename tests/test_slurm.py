@@ -270,3 +270,20 @@ def test_timed_out_job_is_requeued_and_resumes_with_its_whole_history(tmp_path, 
         .join(log[log["train/loss"].notna()].set_index("epoch")[["train/loss", "train/acc"]])
         .to_string()
     )
+
+
+def test_a_submission_slurm_refuses_is_one_message_and_queues_nothing(tmp_path, slurm):
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        tmp_path,
+        "-m",
+        *TINY,
+        "seed=0,1",
+        *SMALL_JOB,
+        "+hydra.launcher.additional_parameters.no-such-option=1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "SLURM refused the submission" in proc.stderr and "no-such-option" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(sweep.glob("*/results.json"))

@@ -29,15 +29,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_nonnegative, check_positive
+from ..checks import TrainingDiverged, check_nonnegative, check_positive
 from .activations import get_activation
 from .power import conv_ops
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
 
+#: sub-steps of one block beyond which a forward pass cannot be meant (``‖A‖`` has blown up: training diverged)
+MAX_SUBSTEPS = 10_000
+
+
 def substeps_for(norm: float, T: float, k: float, margin: float = 0.0) -> int:
-    """Smallest ``n ≥ 1`` with ``h = T/n ≤ 2/(k (1+margin) ‖A‖²)`` (eq. 19)."""
-    return max(1, math.ceil(T * k * (1.0 + margin) * float(norm) ** 2 / 2.0))
+    """Smallest ``n ≥ 1`` with ``h = T/n ≤ 2/(k (1+margin) ‖A‖²)`` (eq. 19); :class:`TrainingDiverged` when ``‖A‖``
+    is not finite or asks for more than :data:`MAX_SUBSTEPS`."""
+    n = T * k * (1.0 + margin) * float(norm) ** 2 / 2.0
+    if not math.isfinite(n):
+        raise TrainingDiverged(
+            f"a gradient-flow block's operator norm is {float(norm)}: its weights are not finite. Training diverged: "
+            "lower task.optimizer.lr"
+        )
+    if n > MAX_SUBSTEPS:
+        raise TrainingDiverged(
+            f"a gradient-flow block's operator norm is {float(norm):.3g}: eq. (19) would need {n:.3g} sub-steps per "
+            f"forward (at most {MAX_SUBSTEPS:,} are taken). Training diverged: lower task.optimizer.lr, or cap the "
+            "norm (model.max_norm where the model has it)"
+        )
+    return max(1, math.ceil(n))
 
 
 def substep_budget(module: nn.Module) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..checks import TrainingDiverged
 from ..data.base import DataError
 
 
@@ -14,7 +15,7 @@ class CertificateError(RuntimeError):
 
 
 #: what the user can fix: reported in one paragraph with exit code 2
-USER_ERRORS = (ConfigError, DataError)
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
 
 
 def exit_code(error: BaseException) -> int:

@@ -29,6 +29,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from .config import build
+from .errors import ConfigError
 from .run_dir import RunDir
 from .wandb_curves import log_curve_points
 
@@ -44,6 +45,8 @@ def make_loggers(cfg: DictConfig, run: RunDir) -> list:
     so that dashboards can group and filter by any key."""
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
+        if node is not None and str(node.get("_target_", "")).endswith("ResumableCSVLogger"):
+            read_rows(Path(str(node.save_dir)) / str(node.name or "") / "metrics.csv")  # damaged: said before fit
         if node is None:
             continue
         wandb = is_wandb(str(node._target_))
@@ -89,14 +92,27 @@ def finish(loggers: list) -> None:
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """``(header, rows)`` of a metrics CSV; a last line cut short by a kill is left out."""
+    """``(header, rows)`` of a metrics CSV; a last line cut short by a kill is left out.  A file that is not such a
+    CSV (undecodable, a row with more fields than the header) is a :class:`ConfigError` naming it."""
     if not path.is_file():
         return [], []
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    return list(reader.fieldnames or []), list(reader)
+    try:
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        rows, problem = None, str(e)
+    else:
+        bad = next((i for i, r in enumerate(rows) if None in r), None)
+        problem = None if bad is None else f"row {bad + 2} has more fields than the header"
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is damaged ({problem}); the resumed run continues it. Restore it, or delete it to start a new "
+            "one (the checkpoint is kept)"
+        )
+    return list(reader.fieldnames or []), rows
 
 
 def _epoch(value: Any) -> float:

@@ -199,7 +199,16 @@ class CheckedSlurmLauncher(SubmititSlurmLauncher):
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*job_params))
+        try:
+            jobs = executor.map_array(self, *zip(*job_params))
+        except (submitit.core.utils.FailedJobError, OSError) as e:  # sbatch refused the array: nothing was queued
+            reason = " ".join(str(e).split())
+            print(
+                f"stablenets: error: SLURM refused the submission ({reason}). Nothing was queued; check the "
+                "hydra.launcher settings (partition, account, qos, additional_parameters).",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         return self.wait(jobs, [list(o) for o in job_overrides])
 
     def run_dir(self, overrides: list[str]) -> Path:

@@ -105,6 +105,23 @@ def check_trainer(cfg: DictConfig) -> None:
         )
 
 
+def check_data_for_ranks(cfg: DictConfig) -> None:
+    """Under DDP every rank takes its share of each split: each needs at least one sample of each split."""
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices * nodes <= 1:
+        return
+    ranks = devices * nodes
+    for key in ("n_train", "n_val", "n_test"):
+        n = (cfg.get("data") or {}).get(key)
+        if isinstance(n, int) and n < ranks:
+            raise ConfigError(
+                f"data.{key}={n} is fewer than the {ranks} DDP ranks (trainer.devices={devices}"
+                + (f" x trainer.num_nodes={nodes}" if nodes > 1 else "")
+                + f"): every rank needs at least one sample. Raise data.{key} or lower trainer.devices"
+            )
+
+
 def check_attack(node: DictConfig | None) -> None:
     """The attack's settings, checked before training rather than after it."""
     if node is None or node.get("name", "none") == "none":
@@ -128,6 +145,7 @@ def check_config(cfg: DictConfig) -> None:
     check_numbers(cfg)  # nan / inf in any numeric key
     check_settings(cfg)
     check_trainer(cfg)
+    check_data_for_ranks(cfg)
     check_lipschitz(cfg.lipschitz)
     check_attack(cfg.get("attack"))
 

@@ -10,6 +10,7 @@ import lightning as pl
 import torch
 from torch import nn
 
+from ..checks import TrainingDiverged
 from ..contracts import Evaluation
 
 
@@ -70,6 +71,24 @@ class Task(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
+
+    def check_finite(self) -> None:
+        """:class:`TrainingDiverged` when a weight is not finite (one reduction over all parameters): a diverged
+        run stops with that message instead of evaluating, certifying and reporting a net of ``nan``s."""
+        params = [p.detach() for p in self.parameters() if p.numel()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            bad = next(n for n, p in self.named_parameters() if p.numel() and not bool(torch.isfinite(p).all()))
+            raise TrainingDiverged(
+                f"training diverged: the weights are not finite ({bad}, after {self.global_step} optimizer steps, "
+                f"epoch {self.current_epoch}). Lower task.optimizer.lr, or clip gradients (trainer.gradient_clip_val)"
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.check_finite()
+
+    def on_test_epoch_start(self) -> None:
+        self.check_finite()
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
