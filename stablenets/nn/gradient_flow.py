@@ -34,7 +34,6 @@ from .activations import get_activation
 from .power import conv_ops
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
-
 #: sub-steps of one block beyond which a forward pass cannot be meant (``‖A‖`` has blown up: training diverged)
 MAX_SUBSTEPS = 10_000
 
