@@ -174,6 +174,19 @@ class Die(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def float64(make):
+    """``make()`` built in float64 (every tensor it creates; a layer whose parts fix their dtype at construction,
+    as orthogonium's, cannot be converted with ``.double()`` afterwards)."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return make().double()
+    finally:
+        torch.set_default_dtype(old)
+
+
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/train.yaml`` as the CLI would, with the hydra node set, into ``output_dir``."""
     return compose(overrides, output_dir=output_dir)

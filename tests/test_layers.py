@@ -14,18 +14,21 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from problems import CONF, compose_cfg
+from problems import CONF, compose_cfg, float64
 from stablenets.nn.activations import GroupSort
 from stablenets.nn.bounds import lipschitz_bound
 from stablenets.nn.layers import (
     FAMILIES,
+    AOCConv2d,
     AOLConv2d,
     AOLLinear,
     BCOPConv2d,
+    BROConv2d,
     CayleyConv2d,
     CayleyLinear,
     CPLConv2d,
     CPLLinear,
+    GradientFlowConv2d,
     LOTConv2d,
     LOTLinear,
     SandwichConv2d,
@@ -45,11 +48,13 @@ DIM, SHAPE = 5, (2, 5, 5)
 LAYERS = [
     ("cpl-dense", lambda: CPLLinear(DIM, hidden=7), (DIM,)),
     ("cpl-conv", lambda: CPLConv2d(SHAPE, hidden=3), SHAPE),
+    ("cpl-conv-circular", lambda: CPLConv2d(SHAPE, padding_mode="circular"), SHAPE),
     ("sll-dense", lambda: SLLLinear(DIM, hidden=7), (DIM,)),
     ("sll-conv", lambda: SLLConv2d(SHAPE, hidden=3), SHAPE),
     ("sll-conv-circular", lambda: SLLConv2d(SHAPE, padding_mode="circular"), SHAPE),
     ("aol-dense", lambda: AOLLinear(DIM, 7), (DIM,)),
     ("aol-conv", lambda: AOLConv2d(SHAPE, 3), SHAPE),
+    ("aol-conv-circular", lambda: AOLConv2d(SHAPE, padding_mode="circular", init="orthogonal"), SHAPE),
     ("soc-dense", lambda: SOCLinear(DIM), (DIM,)),
     ("soc-dense-narrow", lambda: SOCLinear(DIM, 3), (DIM,)),
     ("soc-conv", lambda: SOCConv2d(SHAPE, 3), SHAPE),
@@ -57,20 +62,36 @@ LAYERS = [
     ("cayley-conv", lambda: CayleyConv2d(SHAPE, 3), SHAPE),
     ("lot-dense", lambda: LOTLinear(DIM), (DIM,)),
     ("lot-conv", lambda: LOTConv2d(SHAPE), SHAPE),
+    ("lot-conv-circular", lambda: LOTConv2d(SHAPE, padding_mode="circular"), SHAPE),
     ("bcop-conv", lambda: BCOPConv2d(SHAPE, 3), SHAPE),
     ("bcop-conv-zeros", lambda: BCOPConv2d(SHAPE, padding_mode="zeros"), SHAPE),
     ("sandwich-dense", lambda: SandwichLinear(DIM, 4), (DIM,)),
     ("sandwich-conv", lambda: SandwichConv2d(SHAPE, 3), SHAPE),
+    ("bro-conv", lambda: BROConv2d(SHAPE), SHAPE),
+    ("bro-conv-circular", lambda: BROConv2d(SHAPE, 3, padding_mode="circular"), SHAPE),
+    ("aoc-conv", lambda: AOCConv2d(SHAPE), SHAPE),
+    ("gradient_flow-conv", lambda: GradientFlowConv2d(SHAPE, hidden=3), SHAPE),
 ]
-# families that claim ||f(x) - f(y)|| = ||x - y||: equal or more channels out, circular where the method is
-ORTHOGONAL = ["soc-dense", "soc-conv", "cayley-dense", "cayley-conv", "lot-dense", "lot-conv", "bcop-conv"]
+# families that claim ||f(x) - f(y)|| = ||x - y|| (equal or more channels out, circular): how close they come
+# (LOT: the reference's regulariser eps = 1e-4 and 10 Newton-Schulz steps; BRO: its Gram regulariser)
+ORTHOGONAL = {
+    "soc-dense": 1e-6,
+    "soc-conv": 1e-6,
+    "cayley-dense": 1e-6,
+    "cayley-conv": 1e-6,
+    "lot-dense": 1e-3,
+    "lot-conv-circular": 1e-3,
+    "bcop-conv": 1e-6,
+    "bro-conv-circular": 1e-4,
+    "aoc-conv": 1e-5,
+}
 BY_ID = {name: (make, shape) for name, make, shape in LAYERS}
 
 
 def _layer(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(seed)
     make, shape = BY_ID[name]
-    return make().double(), shape
+    return float64(make), shape
 
 
 def _search(f, x: torch.Tensor, ascent_steps: int = 8) -> float:
@@ -114,6 +135,8 @@ def test_bound_holds_for_arbitrary_parameters(name):
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_(0, 1)
+        if name == "soc-conv":  # the reshaped-kernel estimate divides by vᵀSu, ~0 for vectors stale against a
+            layer._power_steps(3)  # redrawn kernel (the bound is then infinite: true, but the test would say nothing)
     layer.eval()
     bound = layer.lipschitz_bound()
     ratio = _search(layer, torch.randn(16, *shape, dtype=torch.float64), ascent_steps=2)
@@ -137,7 +160,7 @@ def test_float32_layers_stay_within_their_bounds_on_random_pairs(name):
 @pytest.mark.parametrize("kernel_size", [1, 5])
 def test_other_kernel_sizes(family, kernel_size):
     torch.manual_seed(0)
-    layer = FAMILIES[family][1]((2, 6, 6), kernel_size=kernel_size).double().eval()
+    layer = float64(lambda: FAMILIES[family][1]((2, 6, 6), kernel_size=kernel_size)).eval()
     x, y = torch.randn(2, 64, 2, 6, 6, dtype=torch.float64)
     with torch.no_grad():
         ratio = (layer(x) - layer(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
@@ -145,7 +168,7 @@ def test_other_kernel_sizes(family, kernel_size):
     assert float(ratio.max()) <= bound * TOL and bound <= 1 + 1e-6
 
 
-@pytest.mark.parametrize("name", ORTHOGONAL)
+@pytest.mark.parametrize("name", sorted(ORTHOGONAL))
 def test_orthogonal_families_keep_distances(name):
     layer, shape = _layer(name)
     for stage in ("fresh", "trained"):
@@ -155,7 +178,7 @@ def test_orthogonal_families_keep_distances(name):
         x, y = torch.randn(2, 32, *shape, dtype=torch.float64)
         with torch.no_grad():
             ratio = (layer(x) - layer(y)).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
-        assert (ratio - 1).abs().max() < 1e-6, (stage, ratio.min(), ratio.max())
+        assert (ratio - 1).abs().max() < ORTHOGONAL[name], (stage, ratio.min(), ratio.max())
 
 
 def test_planted_violations_are_found_and_reported():
@@ -196,7 +219,8 @@ def test_soc_truncation_tail_is_an_upper_bound():
 def test_soc_bound_describes_eval_mode_even_when_training():
     layer = SOCConv2d(SHAPE, train_terms=1, eval_terms=12).double()
     layer.train()
-    assert layer.lipschitz_bound() < 1 + 1e-9  # eval_terms, not the one training term
+    # eval_terms: 1 + tail(ℓ, 12) ~ 1 + 1e-8 for the reference's ℓ ~ 1.3 (one training term: 1 + ℓ²/2 + ... > 1.5)
+    assert layer.lipschitz_bound() < 1 + 1e-6
     assert layer.training
 
 
@@ -279,19 +303,15 @@ def test_state_dict_round_trip_gives_the_same_eval_map_and_bound(name):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_family_builds_from_its_config(family, tmp_path):
-    cfg = compose_cfg([f"+model/layer={family}"], tmp_path)
-    node = cfg.model.layer
+    cfg = compose_cfg(["model=lipconvnet", f"model/layer={family}"], tmp_path)
     assert (CONF / "model" / "layer" / f"{family}.yaml").exists()
-    built = instantiate(node, _convert_="all")
-    dense_cls, conv_cls = FAMILIES[family]
-    for kind, cls, args, shape in (("dense", dense_cls, (6,), (6,)), ("conv", conv_cls, ((4, 6, 6),), (4, 6, 6))):
-        if cls is None:
-            assert built[kind] is None
-            continue
-        layer = built[kind](*args)
-        assert type(layer) is cls
-        assert layer(torch.randn(2, *shape)).shape == (2, *shape)
-        assert 0 < layer.lipschitz_bound() <= 1 + 1e-6
+    build = instantiate(cfg.model.layer, _convert_="all")
+    layer = build((4, 6, 6))
+    assert type(layer) is FAMILIES[family][1]
+    assert layer(torch.randn(2, 4, 6, 6)).shape == (2, 4, 6, 6)
+    assert 0 < layer.lipschitz_bound() <= 1 + 1e-5
+    end = build((4, 2, 2), kernel_size=1, **cfg.model.ends)  # the first layer and the head
+    assert end(torch.randn(2, 4, 2, 2)).shape == (2, 4, 2, 2)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,27 +40,44 @@ SIZES = {"XS": 16, "S": 32, "M": 64, "L": 128}
 
 
 class LipConvNet(nn.Module):
-    """``layer``: the family, ``{'conv': partial(in_shape, out_channels=None, kernel_size=...), 'dense': ...}``
-    (``conf/model/layer/<family>.yaml``); only the convolutional member is used."""
+    """The comparison's ConvNet with every convolution of one layer family (see the module docstring).
+
+    Args:
+        in_shape: ``(C, H, W)`` of the inputs.
+        out_dim: classes (the first ``out_dim`` outputs of the head are the logits).
+        layer: the family's constructor, ``layer(in_shape, out_channels=None, kernel_size=...)``
+            (``conf/model/layer/<family>.yaml``, a partial).
+        size: ``XS | S | M | L`` (base width 16, 32, 64, 128), unless ``base_width`` is given.
+        base_width: the width of the first block (even).
+        blocks: down-sizing blocks; the input is zero-padded to a multiple of ``2^blocks``.
+        layers: layer + MaxMin pairs per block.
+        kernel_size: of the blocks' layers (the last block's is 1).
+        center: per-channel offsets subtracted from the input (an isometry), e.g. the data's mean.
+        ends: extra arguments of the first 1×1 layer and the head (e.g. AOL's orthogonal init).
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``.
+    """
 
     def __init__(
         self,
         in_shape,
         out_dim: int,
-        layer: Mapping[str, Callable[..., nn.Module] | None],
+        layer: Callable[..., nn.Module],
         size: str = "XS",
         base_width: int | None = None,
         blocks: int = 5,
         layers: int = 5,
         kernel_size: int = 3,
         center: list[float] | None = None,
+        ends: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"LipConvNet needs image inputs (C, H, W), got shape {tuple(in_shape)}")
-        conv = layer.get("conv") if isinstance(layer, Mapping) else None
-        if conv is None:
-            raise ValueError("LipConvNet needs a convolutional layer family (model/layer=<family> with a conv entry)")
+        if not callable(layer):
+            raise ValueError("LipConvNet needs a convolutional layer family (model/layer=<family>)")
+        conv = layer
+        end = partial(layer, **dict(ends or {}))
         if base_width is None:
             if size not in SIZES:
                 raise ValueError(f"size must be one of {list(SIZES)} (or set base_width), got {size!r}")
@@ -86,7 +105,7 @@ class LipConvNet(nn.Module):
             parts["pad"] = pad
         parts["zero_channels"] = ChannelPad(c_in, base_width)
         shape = (base_width, *shape[1:])
-        parts["first_conv"] = conv(shape, kernel_size=1)
+        parts["first_conv"] = end(shape, kernel_size=1)
         parts["first_activation"] = GroupSort(2)
         for i in range(blocks):
             k = kernel_size if i < blocks - 1 else 1  # the last block sees 2x2 images
@@ -99,7 +118,7 @@ class LipConvNet(nn.Module):
             parts[f"block{i + 1}"] = nn.Sequential(*block)
         parts["pool"] = nn.AdaptiveMaxPool2d(1)
         shape = (shape[0], 1, 1)
-        parts["head"] = conv(shape, kernel_size=1)
+        parts["head"] = end(shape, kernel_size=1)
         parts["flatten"] = nn.Flatten()
         parts["logits"] = FirstChannels(out_dim)
         self.net = nn.Sequential(OrderedDict(parts))

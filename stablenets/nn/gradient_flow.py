@@ -31,6 +31,7 @@ from torch import nn
 
 from ..checks import TrainingDiverged, check_nonnegative, check_positive
 from .activations import get_activation
+from .convolution import conv_same, conv_same_adjoint
 from .power import conv_ops
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
@@ -68,7 +69,7 @@ def substep_cap(module: nn.Module) -> int | None:
     blocks = [b for b in module.modules() if isinstance(b, GradientFlowBlock)]
     if any(b.max_norm is None for b in blocks):
         return None
-    return sum(substeps_for(b.max_norm, b.T, b.k, max(b.margin, b.eval_margin)) for b in blocks)
+    return sum(substeps_for(b.max_norm, b.max_flow_time(), b.k, max(b.margin, b.eval_margin)) for b in blocks)
 
 
 def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ def euler_substeps(x: torch.Tensor, n: int, h: float, op, op_t, act) -> torch.Te
     compute the same numbers.  ``x − h·v`` is one fused operation (``torch.sub(..., alpha=h)``)."""
     x = channels_last_on_cpu(x)
     for _ in range(n):
-        x = torch.sub(x, op_t(act(op(x))), alpha=h)
+        x = torch.sub(x, op_t(act(op(x))), alpha=h) if not torch.is_tensor(h) else x - h * op_t(act(op(x)))
     return x
 
 
@@ -120,13 +121,25 @@ class GradientFlowBlock(nn.Module):
     def max_norm(self) -> float | None:
         return self.op.max_norm
 
+    def flow_time(self) -> float:
+        """``T``, the time the block integrates over (a host number: it sets the sub-step count)."""
+        return self.T
+
+    def max_flow_time(self) -> float:
+        """The largest ``T`` the block can have (a learned ``T`` is capped): bounds its sub-step count."""
+        return self.T
+
+    def step_size(self, n: int) -> float | torch.Tensor:
+        """``h = T/n`` as the forward pass applies it (a tensor where ``T`` is learned, so that it gets a gradient)."""
+        return self.T / n
+
     def refresh_substeps(self, estimate: float | None = None) -> None:
         """Training sub-step count from the norm estimate (read from the operator when not given)."""
         if estimate is None and self.op.norm_estimate.is_meta:  # built on the meta device: no value to read
             self._n_train = 1
             return
         estimate = float(self.op.norm_estimate) if estimate is None else estimate
-        self._n_train = substeps_for(self.op.constrained_norm(estimate), self.T, self.k, self.margin)
+        self._n_train = substeps_for(self.op.constrained_norm(estimate), self.flow_time(), self.k, self.margin)
 
     @property
     def n_steps(self) -> int:
@@ -135,7 +148,7 @@ class GradientFlowBlock(nn.Module):
         return self._eval_substeps(self.op.lipschitz_bound())
 
     def _eval_substeps(self, norm: float) -> int:
-        return substeps_for(norm, self.T, self.k, self.eval_margin)
+        return substeps_for(norm, self.flow_time(), self.k, self.eval_margin)
 
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
         if self.training:
@@ -146,7 +159,7 @@ class GradientFlowBlock(nn.Module):
         n = n_steps or n
         op = self.op
         return euler_substeps(
-            x, n, self.T / n, lambda z: op.matvec(z, w, op.bias), lambda v: op.rmatvec(v, w), self.act
+            x, n, self.step_size(n), lambda z: op.matvec(z, w, op.bias), lambda v: op.rmatvec(v, w), self.act
         )
 
     def lipschitz_bound(self) -> float:
@@ -222,13 +235,27 @@ class FlowSteps(nn.Module):
         conv = None
         if isinstance(block.op, SpectralConv2d):
             op = block.op
-            conv = {"in_shape": tuple(op.in_shape), "stride": op.stride, "padding": op.padding}
+            conv = {
+                "in_shape": tuple(op.in_shape),
+                "stride": op.stride,
+                "padding": op.padding,
+                "padding_mode": op.padding_mode,
+            }
         elif not isinstance(block.op, SpectralLinear):
             raise TypeError(f"no plain form of a gradient-flow block over {type(block.op).__name__}")
-        return cls(w, block.op.bias, n, block.T, block.activation, conv)
+        return cls(w, block.op.bias, n, block.flow_time(), block.activation, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, c = self.T / self.n, self.conv
+        if c is not None and c.get("padding_mode") == "circular":
+            return euler_substeps(
+                x,
+                self.n,
+                h,
+                lambda z: conv_same(z, self.weight, self.bias, "circular"),
+                lambda v: conv_same_adjoint(v, self.weight, "circular"),
+                self.act,
+            )
         if c is not None:  # the layer's own adjoint, built once per forward
             _, adjoint = conv_ops(self.weight, c["in_shape"], c["stride"], c["padding"])
             return euler_substeps(

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .norms import conv_norm_bound, dense_norm_bound, round_down
+from .convolution import PADDING_MODES, conv_same, conv_same_adjoint, plain_conv
+from .norms import circular_conv_norm_bound, conv_norm_bound, dense_norm_bound, round_down
 from .power import Operator, conv_adjoint, conv_geometry, conv_ops, conv_output_size, power_method
 
 
@@ -304,16 +305,30 @@ class SpectralConv2d(SpectralOperator):
         max_norm: float | None = None,
         exact: bool = False,
         orthogonal: bool = False,
+        padding_mode: str = "zeros",
+        init: str = "default",
     ) -> None:
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3:
             raise ValueError(f"in_shape must be (C, H, W), got {in_shape}")
         if orthogonal and (kernel_size != 1 or stride != 1):
             raise ValueError("orthogonal=True needs a 1x1 stride-1 convolution (its operator is its channel matrix)")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if padding_mode == "circular" and (
+            stride != 1 or kernel_size % 2 != 1 or padding not in (None, kernel_size // 2)
+        ):
+            raise ValueError("circular padding is for stride-1 'same' convolutions with an odd kernel")
+        if padding_mode == "circular" and min(in_shape[1:]) < kernel_size:
+            raise ValueError(f"circular padding needs H, W >= kernel_size ({kernel_size}), got in_shape {in_shape}")
+        if init not in ("default", "xavier_normal"):
+            raise ValueError(f"init must be 'default' (nn.Conv2d's) or 'xavier_normal', got {init!r}")
         super().__init__((1, *in_shape), max_norm, exact, orthogonal)
-        self.in_shape = in_shape
+        self.in_shape, self.padding_mode = in_shape, padding_mode
         padding = kernel_size // 2 if padding is None else padding
         conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        if init == "xavier_normal":  # the CPL reference's (the bias keeps nn.Conv2d's U(±1/√fan_in))
+            nn.init.xavier_normal_(conv.weight)
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding = stride, padding
         self._geometry = conv_geometry(self.weight.shape, in_shape, stride, padding)
@@ -330,24 +345,35 @@ class SpectralConv2d(SpectralOperator):
         )
 
     def matvec(self, x, weight, bias=None):
+        if self.padding_mode == "circular":
+            return conv_same(x, weight, bias, "circular")
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def rmatvec(self, v, weight):
+        if self.padding_mode == "circular":
+            return conv_same_adjoint(v, weight, "circular")
         return conv_adjoint(v, weight, **self._geometry)
 
     def _ops(self, weight) -> tuple[Operator, Operator]:
+        if self.padding_mode == "circular":
+            return (lambda u: self.matvec(u, weight)), (lambda v: self.rmatvec(v, weight))
         return conv_ops(weight, self.in_shape, self.stride, self.padding)
 
     def operators(self) -> tuple[Operator, Operator]:
         return self._ops(self.weight.detach())
 
     def _certify(self, weight):
+        if self.padding_mode == "circular":  # exact: the largest singular value of the symbol on the H×W torus
+            return circular_conv_norm_bound(weight, self.in_shape)
         return conv_norm_bound(weight, self.in_shape, self.stride, self.padding)
 
     @torch.no_grad()
-    def plain(self) -> nn.Conv2d:
-        """``nn.Conv2d`` holding the weight the eval-mode forward applies."""
+    def plain(self) -> nn.Module:
+        """``nn.Conv2d`` (circular padding: :class:`~stablenets.nn.convolution.PlainConv`) holding the weight the
+        eval-mode forward applies."""
         w = self.eval_weight()[0]
+        if self.padding_mode == "circular":
+            return plain_conv(w, self.bias, "circular")
         conv = nn.Conv2d(
             w.shape[1],
             w.shape[0],
@@ -366,7 +392,8 @@ class SpectralConv2d(SpectralOperator):
     def extra_repr(self) -> str:
         return (
             f"in_shape={self.in_shape}, out_channels={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}, "
-            f"stride={self.stride}, padding={self.padding}, max_norm={self.max_norm}, exact={self.exact}"
+            f"stride={self.stride}, padding={self.padding}, padding_mode={self.padding_mode}, "
+            f"max_norm={self.max_norm}, exact={self.exact}"
         )
 
 

@@ -8,19 +8,28 @@ defines both (the families compared by Prach, Brau, Buttazzo & Lampert, "1-Lipsc
 * ``cayley``   — Cayley transform, per frequency for convolutions (circular);
 * ``lot``      — ``V(VᴴV)^(-1/2)`` by Newton–Schulz, per frequency for convolutions (circular);
 * ``bcop``     — block convolution orthogonal parameterization (convolution only);
-* ``sandwich`` — the sandwich layer ``√2AᵀΨσ(√2Ψ⁻¹Bx + b)``, per frequency for convolutions (circular).
+* ``sandwich`` — the sandwich layer ``√2AᵀΨσ(√2Ψ⁻¹Bx + b)``, per frequency for convolutions (circular);
+* ``bro``      — block reflector orthogonal ``I − 2V(VᴴV)⁻¹Vᴴ`` per frequency (convolution only);
+* ``aoc``      — adaptive orthogonal convolution, through the ``orthogonium`` package (convolution only);
+* ``gradient_flow`` — the paper's block (eq. 18-19) with a learned flow time and adaptive sub-steps (convolution
+  only), of which CPL is the one-step case.
 
 Common signature: dense ``Family Linear(in_features, out_features=None, ...)``; convolutional
 ``Family Conv2d(in_shape, out_channels=None, kernel_size=3, ...)`` on inputs of shape ``in_shape = (C, H, W)``
-(stride 1, same size out).  Residual families (CPL, SLL) keep the width (``hidden``: the inner width).  Every
-layer has ``lipschitz_bound()``: a certified upper bound of its eval-mode map, so
-:func:`stablenets.nn.bounds.lipschitz_bound` composes it with the other parts of a network.
+(stride 1, same size out).  Residual families (CPL, SLL, gradient flow) keep the width (``hidden``: the inner
+width).  Every layer is a :class:`~.base.LipschitzLayer`: ``operator()``, ``lipschitz_bound()`` (a certified upper
+bound of its eval-mode map, which :func:`stablenets.nn.bounds.lipschitz_bound` composes with the other parts of a
+network) and ``plain()`` (its export form).
 """
 
+from .aoc import AOCConv2d
 from .aol import AOLConv2d, AOLLinear
+from .base import LipschitzLayer
 from .bcop import BCOPConv2d
+from .bro import BROConv2d
 from .cayley import CayleyConv2d, CayleyLinear
 from .cpl import CPLConv2d, CPLLinear
+from .flow import GradientFlowConv2d
 from .lot import LOTConv2d, LOTLinear
 from .sandwich import SandwichConv2d, SandwichLinear
 from .sll import SLLConv2d, SLLLinear
@@ -36,10 +45,17 @@ FAMILIES = {
     "lot": (LOTLinear, LOTConv2d),
     "bcop": (None, BCOPConv2d),
     "sandwich": (SandwichLinear, SandwichConv2d),
+    "bro": (None, BROConv2d),
+    "aoc": (None, AOCConv2d),
+    "gradient_flow": (None, GradientFlowConv2d),
 }
 
 __all__ = [
     "FAMILIES",
+    "LipschitzLayer",
+    "AOCConv2d",
+    "BROConv2d",
+    "GradientFlowConv2d",
     "AOLConv2d",
     "AOLLinear",
     "BCOPConv2d",

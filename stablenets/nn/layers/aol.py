@@ -64,8 +64,10 @@ class AOLConv2d(LipschitzLayer):
         kernel_size: odd.
         bias: learn an additive bias.
         padding_mode: ``"circular"`` (the comparison's) or ``"zeros"``.
+        init: ``"dirac"`` (the identity, as the paper's blocks) or ``"orthogonal"`` (the kernel flattened to
+            ``out × (in·k²)``, as the reference's first layer and head).
 
-    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``; initialised to the identity (Dirac), as in the paper.
+    Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
     """
 
     operator_kind = "kernel"
@@ -77,10 +79,14 @@ class AOLConv2d(LipschitzLayer):
         kernel_size: int = 3,
         bias: bool = True,
         padding_mode: str = "zeros",
+        init: str = "dirac",
     ) -> None:
         super().__init__()
         in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)
-        self.weight = nn.Parameter(nn.init.dirac_(torch.empty(out_channels, in_shape[0], kernel_size, kernel_size)))
+        if init not in ("dirac", "orthogonal"):
+            raise ValueError(f"init must be 'dirac' or 'orthogonal', got {init!r}")
+        weight = torch.empty(out_channels, in_shape[0], kernel_size, kernel_size)
+        self.weight = nn.Parameter(nn.init.dirac_(weight) if init == "dirac" else nn.init.orthogonal_(weight))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def operator(self) -> torch.Tensor:

@@ -1,22 +1,24 @@
 r"""BCOP — Block Convolution Orthogonal Parameterization (Li, Haque, Anil, Lucas, Grosse, Jacobsen, NeurIPS
-2019, "Preventing Gradient Attenuation in Lipschitz Constrained Convolutional Networks";
-after Xiao et al. 2018):
+2019, "Preventing Gradient Attenuation in Lipschitz Constrained Convolutional Networks"; after Xiao et al. 2018):
 
-.. math::  K = H \star B(P_1) \star \dots \star B(P_{k-1}) \star B(P_k)^\top \star \dots \star B(P_{2k-2})^\top,
-           \qquad B(P) = [\,P,\; I - P\,]
+.. math::  K = B(P_{k-1}, Q_{k-1}) \star \dots \star B(P_1, Q_1) \star H, \qquad
+           B(P, Q) = \begin{bmatrix} PQ & P(I - Q) \\ (I - P)Q & (I - P)(I - Q) \end{bmatrix}
 
-``H`` is an orthogonal ``C×C`` matrix, each ``P_i = U_i U_iᵀ`` a symmetric projector of rank ``⌊C/2⌋`` (``U_i``
-the first columns of an orthogonal matrix), ``B(P)`` a ``1×2`` block kernel (``B(P)ᵀ``: ``2×1``) and ``⋆`` the
-matrix convolution of kernels (the kernel of the composed convolutions).  The symbol of ``B(P)`` at
-frequency ω is ``P + (I − P)e^{−iω}``, unitary, so the symbol of ``K`` is unitary at every frequency: the
-circular convolution with ``K`` is orthogonal on any grid (the zero-padded one, a restriction of it, has
-norm ≤ 1).  The orthogonal matrices are Björck–Bowie iterations (:func:`~stablenets.nn.spectral.bjorck`,
-here batched) from the free parameters scaled to spectral norm 1.  Channels: the layer works on
-``C = max(in, out)`` channels, zero-padding the input (an isometry) or truncating the output (norm ≤ 1).
+``H`` is an orthogonal ``C×C`` matrix, each ``P_j``, ``Q_j`` a symmetric projector ``UUᵀ`` of rank ``⌊C/2⌋`` (``U``
+the first columns of an orthogonal matrix), ``B(P, Q)`` the ``2×2`` block kernel of Xiao et al. — a ``2×1``
+block ``[P; I − P]`` along the height composed with a ``1×2`` block ``[Q, I − Q]`` along the width — and ``⋆`` the
+matrix convolution of kernels (the kernel of the composed convolutions; ``A ⋆ B`` applies ``B`` first).  As in the
+reference code, ``H`` acts first and the height and width blocks alternate (``M_h(P₂) M_w(Q₂) M_h(P₁) M_w(Q₁) H``
+as operators).  The symbol of a block along one axis at frequency ω is ``P + (I − P)e^{−iω}``, unitary, so the
+symbol of ``K`` is unitary at every frequency: the circular convolution with ``K`` is orthogonal on any grid (the
+zero-padded one, a restriction of it, has norm ≤ 1).  The orthogonal matrices are 20 Björck–Bowie iterations
+from the free parameters scaled by a power-method estimate of their norm (warm-started; the reference's 10
+iterations from a fresh vector reach the same scale).  Channels: the layer works on ``C = max(in, out)``
+channels; zero-padding the input's channels and truncating the output's amounts to the sub-kernel
+``K[:out, :in]``.
 
-Operator and certified bound: the composed kernel restricted to the layer's channels, ``K[:out, :in]`` (what
-zero-padding the input's channels and truncating the output's amounts to), applied as a plain convolution; its
-norm from its Fourier symbol on the actual input shape: 1 up to the Björck iterations' residual and rounding.
+Operator and certified bound: ``K[:out, :in]``, applied as a plain convolution; its norm from its Fourier symbol on
+the actual input shape: 1 up to the Björck iterations' residual and rounding.
 """
 
 from __future__ import annotations
@@ -29,16 +31,29 @@ from ...checks import check_count
 from .base import LipschitzLayer, conv_same, plain_conv
 
 
-def bjorck_batched(w: torch.Tensor, iters: int) -> torch.Tensor:
-    """Björck–Bowie ``W ← 1.5W − 0.5 W WᵀW`` on a batch of square matrices, from ``W/‖W‖₂``.
+def bjorck_batched(
+    w: torch.Tensor, iters: int, u: torch.Tensor | None = None, power_iters: int = 2, update: bool = True
+) -> torch.Tensor:
+    """Björck–Bowie ``W ← 1.5W − 0.5 W WᵀW`` on a batch of square matrices, from ``W/σ̂``.
 
-    ``‖W‖₂ = ‖W v₁‖`` with ``v₁`` the top eigenvector of ``WᵀW`` from a float64 symmetric eigensolver (no
-    gradient through it): the same value, and the same gradient ``u₁v₁ᵀ`` as through an SVD, without
-    float32 LAPACK's full SVD, which failed to converge mid-training on a near-orthogonal 256-channel
-    matrix (all singular values ≈ 1, what BCOP trains)."""
+    ``σ̂ = ‖W u‖`` with ``u`` a power-method estimate of the top right singular vector (``power_iters``
+    warm-started iterations on the buffer ``u``, ``(..., C, 1)``, updated in place unless ``update`` is False (eval
+    mode: a pure function of the parameters and the buffer); no gradient through ``u``): the
+    gradient of ``W/σ̂`` is that of the normalisation by the norm, without the float32 SVD, which failed to converge
+    on near-orthogonal 256-channel matrices (all singular values ≈ 1, what BCOP trains).  ``σ̂`` approaches ``‖W‖``
+    from below; Björck converges from any singular values in ``(0, √3)``."""
+    if u is None:
+        u = torch.randn(*w.shape[:-1], 1, dtype=w.dtype, device=w.device)
+        power_iters = max(power_iters, 10)
     with torch.no_grad():
-        v = torch.linalg.eigh(w.double().mT @ w.double())[1][..., -1:].to(w.dtype)  # (..., C, 1)
-    w = w / (w @ v).norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        for _ in range(power_iters):
+            v = w.mT @ (w @ u)
+            v = v / v.norm(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+            if update:
+                u.copy_(v)
+            else:
+                u = v
+    w = w / (w @ u).norm(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     for _ in range(iters):
         w = 1.5 * w - 0.5 * w @ (w.mT @ w)
     return w
@@ -88,20 +103,27 @@ class BCOPConv2d(LipschitzLayer):
         self.bjorck_iters, self.channels = bjorck_iters, c
         params = torch.stack([nn.init.orthogonal_(torch.empty(c, c)) for _ in range(2 * (kernel_size - 1) + 1)])
         self.params = nn.Parameter(params)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        u = torch.randn(len(params), c, 1)
+        self.register_buffer("u", u / u.norm(dim=(-2, -1), keepdim=True))  # the power method's vectors
+        bound = 1 / out_channels**0.5  # the reference's U(±1/√out)
+        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
 
     def kernel(self) -> torch.Tensor:
         """The composed ``(C, C, k, k)`` kernel on ``C = max(in, out)`` channels (see the module docstring)."""
-        ortho = bjorck_batched(self.params, self.bjorck_iters)
-        k, c = self.kernel_size, self.channels
+        ortho = bjorck_batched(self.params, self.bjorck_iters, self.u, update=self.training)
+        c = self.channels
         eye = torch.eye(c, dtype=ortho.dtype, device=ortho.device)
-        kernel = ortho[0][:, :, None, None]
-        for i in range(1, 2 * (k - 1) + 1):
-            u = ortho[i][:, : c // 2]
-            p = u @ u.t()
-            block = torch.stack([p, eye - p], dim=-1)  # (C, C, 2): [P, I − P]
-            block = block[:, :, None, :] if i < k else block[:, :, :, None]  # 1×2, then 2×1
-            kernel = matrix_conv(kernel, block)
+
+        def projector(m: torch.Tensor) -> torch.Tensor:
+            u = m[:, : c // 2]
+            return u @ u.t()
+
+        kernel = ortho[0][:, :, None, None]  # H, applied first
+        for j in range(1, self.kernel_size):
+            p, q = projector(ortho[2 * j - 1]), projector(ortho[2 * j])
+            along_h = torch.stack([p, eye - p], dim=-1)[:, :, :, None]  # 2×1: [P; I − P]
+            along_w = torch.stack([q, eye - q], dim=-1)[:, :, None, :]  # 1×2: [Q, I − Q]
+            kernel = matrix_conv(matrix_conv(along_h, along_w), kernel)  # B(P, Q) after what came before
         return kernel
 
     def operator(self) -> torch.Tensor:

@@ -47,13 +47,13 @@ def kernel_symbol(kernel: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     on the ``Hg×Wg`` torus, ``e^{−iω·p} \\overline{\\hat K(ω)}`` with ``p = k//2`` (the taps centred; the
     conjugate because a cross-correlation is a convolution with the reflected kernel)."""
     k = kernel.shape[-1]
-    spectrum = torch.fft.rfft2(kernel, s=grid)  # (out, in, Hg, Wg//2 + 1)
+    symbol = torch.fft.rfft2(kernel, s=grid).conj()  # (out, in, Hg, Wg//2 + 1)
     p = k // 2
     if p:
         a = torch.arange(grid[0], device=kernel.device, dtype=kernel.dtype)[:, None] / grid[0]
         b = torch.arange(grid[1] // 2 + 1, device=kernel.device, dtype=kernel.dtype)[None, :] / grid[1]
-        spectrum = spectrum * torch.polar(torch.ones_like(a + b), -2 * math.pi * p * (a + b))
-    return spectrum.conj().permute(2, 3, 0, 1)
+        symbol = symbol * torch.polar(torch.ones_like(a + b), -2 * math.pi * p * (a + b))
+    return symbol.permute(2, 3, 0, 1)
 
 
 def spectral_apply(x: torch.Tensor, q: torch.Tensor, grid: tuple[int, int], pad: int = 0) -> torch.Tensor:

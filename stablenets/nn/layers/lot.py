@@ -1,21 +1,22 @@
 r"""LOT — Layer-wise Orthogonal Training (Xu, Li, Li, NeurIPS 2022):
 
-.. math::  Q = V (V^H V)^{-1/2}
+.. math::  Q = (V V^H)^{-1/2} V
 
-has orthonormal columns for any full-column-rank ``V`` (``m < n``: ``(V Vᴴ)^{-1/2} V``, orthonormal rows).
-The inverse square root is computed by the coupled Newton–Schulz iteration the paper uses: with
-``S = VᴴV/c``, ``c = ‖VᴴV‖_F``, ``Y₀ = S``, ``Z₀ = I``,
+has orthonormal rows for any full-row-rank ``V`` (``m > n``: ``V(VᴴV)^{-1/2}``, orthonormal columns).
+The inverse square root is computed by the coupled Newton–Schulz iteration the paper uses, regularised as the
+reference code does: with ``S = (VVᴴ + εI)/c``, ``c = ‖VVᴴ + εI‖_F + ε``, ``ε = 10⁻⁴``, ``Y₀ = S``, ``Z₀ = I``,
 
 .. math::  T_t = \tfrac12 (3I - Z_t Y_t), \qquad Y_{t+1} = Y_t T_t, \qquad Z_{t+1} = T_t Z_t
            \;\to\; Z_\infty = S^{-1/2},
 
-so ``Q ≈ V Z_T/√c``.  On every eigenvalue ``λ ∈ (0, 1]`` of ``S`` the iteration is Newton's method for
+so ``Q ≈ Z_T V/√c``.  On every eigenvalue ``λ ∈ (0, 1]`` of ``S`` the iteration is Newton's method for
 ``λ^{-1/2}`` from 1, ``z ← z(3 − λz²)/2``, which never overshoots (``z ≤ λ^{-1/2}``): the singular values of
-``Q`` approach 1 from below.  ``train_iters`` / ``eval_iters`` iterations (the paper: 10).
+``Q`` approach 1 from below.  ``train_iters`` / ``eval_iters`` iterations (the reference: 10 and 10).
 
 * :class:`LOTLinear` — ``x ↦ Qx + b``;
-* :class:`LOTConv2d` — ``Q(ω) = V(ω)(V(ω)ᴴV(ω))^{-1/2}`` per frequency (:mod:`.fourier`), ``V(ω)`` the symbol of
-  a centred ``k×k`` kernel, initialised to the identity.
+* :class:`LOTConv2d` — ``Q(ω)`` per frequency (:mod:`.fourier`), ``V(ω)`` the symbol of a centred ``k×k``
+  kernel on the input zero-padded by ``k//2`` (the reference's grid; the output cropped), initialised to the
+  identity.
 
 Operator and certified bound: ``Q`` (or ``Q(ω)``) as the forward pass applies it, ``max_ω ‖Q(ω)‖``.
 """
@@ -29,20 +30,22 @@ from .base import LipschitzLayer, plain_linear
 from .fourier import FourierLayer
 
 
-def orthonormalize(v: torch.Tensor, iters: int) -> torch.Tensor:
-    """``V (VᴴV)^{-1/2}`` (``m ≥ n``; else ``(VVᴴ)^{-1/2} V``) for a batch ``(..., m, n)`` by Newton–Schulz."""
+def orthonormalize(v: torch.Tensor, iters: int, eps: float = 1e-4) -> torch.Tensor:
+    """``(VVᴴ + εI)^{-1/2} V`` (``m ≤ n``: orthonormal rows; else ``V(VᴴV + εI)^{-1/2}``, orthonormal columns) for a
+    batch ``(..., m, n)`` by Newton–Schulz on ``S/c``, ``c = ‖S‖_F + ε`` (the reference code's regularisation)."""
     m, n = v.shape[-2:]
-    if n > m:
-        return orthonormalize(v.mH, iters).mH
-    s = v.mH @ v
-    c = torch.linalg.matrix_norm(s).clamp_min(1e-12)[..., None, None]  # Frobenius: the spectrum of S in (0, 1]
+    if m > n:
+        return orthonormalize(v.mH, iters, eps).mH
+    eye = torch.eye(m, dtype=v.dtype, device=v.device)
+    s = v @ v.mH + eps * eye
+    c = (torch.linalg.matrix_norm(s) + eps)[..., None, None]  # Frobenius: the spectrum of S/c in (0, 1]
     y = s / c
-    eye = torch.eye(n, dtype=v.dtype, device=v.device).expand_as(y)
+    eye = eye.expand_as(y)
     z = eye
     for _ in range(iters):
         t = 0.5 * (3 * eye - z @ y)
         y, z = y @ t, t @ z
-    return v @ z / c.sqrt()
+    return z @ v / c.sqrt()
 
 
 class _LOT(LipschitzLayer):
@@ -78,7 +81,7 @@ class LOTLinear(_LOT):
         out_features: int | None = None,
         bias: bool = True,
         train_iters: int = 10,
-        eval_iters: int = 20,
+        eval_iters: int = 10,
     ) -> None:
         super().__init__()
         in_features, out_features = self._dense(in_features, out_features)
@@ -106,8 +109,8 @@ class LOTConv2d(_LOT, FourierLayer):
         kernel_size: odd.
         bias: learn an additive bias.
         train_iters, eval_iters: Newton–Schulz iterations in training and in eval mode.
-        padding_mode: ``"circular"`` (on the ``H×W`` torus) or ``"zeros"`` (the reference's: the input
-            zero-padded by ``k//2``, the output cropped).
+        padding_mode: ``"zeros"`` (the reference's: the input zero-padded by ``k//2`` to an ``(H+2p)×(W+2p)``
+            grid, the output cropped) or ``"circular"`` (on the ``H×W`` torus).
 
     Shape: ``(B, C, H, W) → (B, out_channels, H, W)``; initialised to the identity (as the paper's code).
     """
@@ -119,8 +122,8 @@ class LOTConv2d(_LOT, FourierLayer):
         kernel_size: int = 3,
         bias: bool = True,
         train_iters: int = 10,
-        eval_iters: int = 20,
-        padding_mode: str = "circular",
+        eval_iters: int = 10,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         in_shape, out_channels = self._conv(in_shape, out_channels, kernel_size, padding_mode)

@@ -5,11 +5,11 @@ Lipschitz Neural Networks", ICLR 2023):
            T = \mathrm{diag}(t), \quad t_i = \sum_j |W W^\top|_{ij} \, \frac{q_j}{q_i}
 
 with ``W ∈ R^{hidden×n}`` (``Wx`` a stride-1 'same' convolution in :class:`SLLConv2d`, ``Wᵀ`` its
-adjoint) and learned ``q > 0`` (stored as ``log q``).  By the paper's Gershgorin argument, ``T ⪰ WWᵀ``,
-which makes the layer 1-Lipschitz for σ slope-restricted in ``[0, 1]`` (ReLU).  For the convolution,
-``WWᵀ`` is itself a convolution on the hidden channels (the kernel correlated with itself, ``2k−1`` taps),
-and ``t_i`` sums the absolute values of all its taps of row ``i``.  ``t + eps`` is used (``eps`` only
-enlarges ``T``).
+adjoint) and learned ``q``, used as ``|q| + 10⁻⁶ > 0`` and drawn from ``N(0, 1)`` as in the reference code.
+By the paper's Gershgorin argument, ``T ⪰ WWᵀ``, which makes the layer 1-Lipschitz for σ slope-restricted in
+``[0, 1]`` (ReLU).  For the convolution, ``WWᵀ`` is itself a convolution on the hidden channels (the kernel
+correlated with itself, ``2k−1`` taps), and ``t_i`` sums the absolute values of all its taps of row ``i``.
+``t + eps`` is used (``eps`` only enlarges ``T``).
 
 Certified bound (computed, not assumed): for two inputs, ``f(x) − f(y) = (I − 2 Vᵀ J V)(x − y)`` with
 ``V = T^{-1/2} W`` (the layer's :meth:`~.base.LipschitzLayer.operator`) and ``J`` diagonal with the secant slopes
@@ -32,9 +32,11 @@ from ..norms import flush_slack
 from .base import LipschitzLayer, conv_same, conv_same_adjoint, detached
 
 
-def _t_inverse(wwt_abs: torch.Tensor, log_q: torch.Tensor, eps: float) -> torch.Tensor:
-    """``1/(t + eps)`` with ``t_i = Σ_j |WWᵀ|_ij q_j/q_i`` (``wwt_abs``: the ``hidden×hidden`` row sums' terms)."""
-    t = (wwt_abs * torch.exp(log_q[None, :] - log_q[:, None])).sum(1)
+def _t_inverse(wwt_abs: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1/(t + eps)`` with ``t_i = Σ_j |WWᵀ|_ij q̃_j/q̃_i``, ``q̃ = |q| + 10⁻⁶`` (``wwt_abs``: the ``hidden×hidden``
+    row sums' terms)."""
+    q = q.abs() + 1e-6
+    t = (wwt_abs * q[None, :]).sum(1) / q
     return 1.0 / (t + eps)
 
 
@@ -47,7 +49,7 @@ class _SLL(LipschitzLayer):
         self.activation, self.eps = activation, float(eps)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.log_q = nn.Parameter(torch.zeros(hidden))
+        self.q = nn.Parameter(torch.randn(hidden))
 
     def t_inverse(self) -> torch.Tensor:
         """``T⁻¹`` (the diagonal), as the forward pass applies it."""
@@ -116,7 +118,7 @@ class SLLLinear(_SLL):
         self._init(hidden, activation, eps)
 
     def t_inverse(self) -> torch.Tensor:
-        return _t_inverse((self.weight @ self.weight.t()).abs(), self.log_q, self.eps)
+        return _t_inverse((self.weight @ self.weight.t()).abs(), self.q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -162,7 +164,7 @@ class SLLConv2d(_SLL):
     def t_inverse(self) -> torch.Tensor:
         k = self.weight.shape[-1]
         wwt = F.conv2d(self.weight, self.weight, padding=k - 1)  # (hidden, hidden, 2k−1, 2k−1): the taps of WWᵀ
-        return _t_inverse(wwt.abs().sum((2, 3)), self.log_q, self.eps)
+        return _t_inverse(wwt.abs().sum((2, 3)), self.q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
