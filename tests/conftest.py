@@ -5,7 +5,3 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)  # the test problems are small: thread hand-offs dominate
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long reproductions, not in the default run")

@@ -14,6 +14,7 @@ import torch
 
 from problems import compose_cfg
 from stablenets.nn import GradientFlowBlock, SpectralConv2d, SpectralLinear
+from stablenets.nn.layers import FAMILIES
 from stablenets.nn.norms import conv_norm_bound, dense_norm_bound, flush_slack
 from stablenets.robustness import empirical_lipschitz
 from stablenets.runner.errors import ConfigError
@@ -131,6 +132,43 @@ def either_mode(kind: str) -> None:
         for r in ratios.values():
             assert r <= b * TOL, (bounds, ratios)
     print("checked", bounds, ratios)
+
+
+def test_every_family_bound_holds_with_subnormals_flushed_and_not():
+    """Every layer family, with half of its weights' entries planted in the subnormal range: the bound computed with
+    flush on and the one computed with flush off each bound the Lipschitz ratio searched with flush on and with
+    flush off (fresh process: the flag is per thread)."""
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    code = "import test_flush_denormal as t; t.families_either_mode()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("checked") == len(FAMILIES), proc.stdout
+
+
+def families_either_mode() -> None:
+    torch.set_num_threads(1)
+    for name, (_, conv) in FAMILIES.items():
+        torch.manual_seed(0)
+        layer = conv((4, 6, 6)).eval()
+        with torch.no_grad():
+            for p in layer.parameters():
+                if p.dim() > 1 and p.requires_grad:  # half the entries of every weight tensor subnormal
+                    mask = torch.rand_like(p) < 0.5
+                    p.copy_(torch.where(mask, p.sign() * TINY * torch.rand_like(p) * 0.5, p))
+        x = torch.rand(16, 4, 6, 6)
+        bounds, ratios = [], []
+        for on in (True, False):
+            _set(on)
+            for m in layer.modules():  # no certified norm cached from the other mode
+                if isinstance(m, SpectralConv2d):
+                    m._cert = m._scale = None
+            bounds.append(float(layer.lipschitz_bound()))
+            ratios.append(
+                empirical_lipschitz(layer, x, n_pairs=32, ascent_steps=10, generator=torch.Generator().manual_seed(1))
+            )
+        assert all(r <= b * TOL for b in bounds for r in ratios), (name, bounds, ratios)
+        print("checked", name, bounds, ratios)
 
 
 def test_a_normalised_layer_with_dead_units_is_certified_under_flush(restore_flush):

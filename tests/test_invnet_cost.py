@@ -4,7 +4,6 @@ Lipschitz search of the evaluation."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from stablenets.models import InvNet
 from stablenets.nn.gradient_flow import substep_budget, substep_cap
 from stablenets.robustness import empirical_lipschitz
 from stablenets.robustness.lipschitz import search_passes
-from stablenets.runner.progress import ProgressLines
 from stablenets.tasks.inverse import LIPSCHITZ_SEARCH
 from stablenets.train import train
 
@@ -53,16 +51,6 @@ def test_norm_cap_bounds_the_substeps_in_training_and_eval():
     assert all(b.n_steps <= per_block for b in capped.layers) and substep_budget(capped) <= substep_cap(capped)
     measured = empirical_lipschitz(capped, y, n_pairs=128, ascent_steps=30, generator=torch.Generator().manual_seed(0))
     assert measured <= capped.lipschitz_bound() * (1 + 1e-4)  # the cap keeps the guarantee
-
-
-def test_progress_line_reports_the_substep_sum(capsys):
-    net = _inflated(3.0)
-    trainer = SimpleNamespace(
-        callback_metrics={}, max_epochs=1, current_epoch=0, num_training_batches=1, global_step=7, is_global_zero=True
-    )
-    ProgressLines()._line(trainer, net.train(), final=True)
-    n = [b.n_steps for b in net.layers]
-    assert f"sub-steps {'+'.join(map(str, n))}={sum(n)}" in capsys.readouterr().out
 
 
 class _Counted:

@@ -188,6 +188,36 @@ def test_lagging_estimate_is_caught_by_the_lag_check():
     assert fresh.corrections == 3
 
 
+def test_an_estimate_stuck_on_a_lower_singular_pair_is_restarted_from_noise():
+    """A circular convolution's singular vectors are Fourier modes: a ``u`` without the top mode (lost to rounding, or
+    to subnormals flushed to zero, while another mode led) keeps every warm-started iteration on a lower singular
+    value — the lag check's extra iterations cannot see it.  The comparison with the certified norm does, restarts
+    ``u`` from noise, and finds the top; a layer whose certified bound is loose (zero padding) is not restarted
+    again for that looseness."""
+    from stablenets.nn.layers import CPLConv2d
+
+    torch.manual_seed(0)
+    layer = CPLConv2d((2, 8, 8), padding_mode="circular")
+    op = layer.op
+    with torch.no_grad():  # u: one constant image per channel (the zero frequency only) ...
+        op.u.copy_(torch.ones_like(op.u) / op.u.numel() ** 0.5)
+        op.weight.copy_(torch.tensor([[1.0, -1.0, 1.0]]).expand(2, 2, 3, 3) * torch.eye(2)[:, :, None, None])
+        op.weight[:, :, 1].mul_(-1)  # ... while the kernel's symbol vanishes at zero frequency and peaks at (π, π)
+    op.update_norm_estimate(n_iters=50)
+    assert float(op.norm_estimate) < 0.5 * float(op.certified_norm())  # stuck
+    cb = PowerMethodCallback(check_every_n_steps=1)
+    cb._check_lag(layer)
+    assert cb.corrections == 0  # the extra iterations see no rise
+    cb._check_stuck(layer)
+    assert cb.restarts == 1 and float(op.norm_estimate) == pytest.approx(float(op.certified_norm()), rel=1e-5)
+    assert layer._n_train == 1
+    loose = CPLConv2d((8, 4, 4))  # zero padding on a small grid: the certified bound is above the norm
+    cb._check_stuck(loose)  # restarted at most once: its gap is known after it
+    restarts = cb.restarts
+    cb._check_stuck(loose)
+    assert cb.restarts == restarts <= 2
+
+
 def test_projection_keeps_the_function_and_the_stored_norm_at_the_cap():
     """After a step inflates a capped weight, ``project_`` rescales it to the cap without changing the net."""
     torch.manual_seed(0)

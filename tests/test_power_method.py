@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stablenets.nn import conv_norm_bound, conv_ops, dense_ops, power_method
+from stablenets.nn import SpectralConv2d, conv_norm_bound, conv_ops, dense_ops, power_method
 
 
 def _dense_cases():
@@ -60,12 +60,19 @@ def test_conv_operator_norm_matches_explicit_matrix(cin, cout, hw, stride, k):
         assert bound <= 1.05 * exact
 
 
-def test_reshaped_kernel_norm_is_not_the_operator_norm():
-    """Why the conv norm is computed on the operator: the reshaped kernel's norm can be far off."""
+def test_the_certified_conv_norm_is_the_operators_not_the_reshaped_kernels():
+    """The norm is computed on the operator (the reshaped kernel's norm can be far below it): the certified bound
+    and a spectral layer's estimate both reach the explicit matrix's norm."""
     w = torch.ones(1, 1, 3, 3, dtype=torch.float64)
-    exact = torch.linalg.matrix_norm(conv_matrix(w, (1, 8, 8)), 2)
-    reshaped = torch.linalg.matrix_norm(w.reshape(1, -1), 2)
+    exact = float(torch.linalg.matrix_norm(conv_matrix(w, (1, 8, 8)), 2))
+    reshaped = float(torch.linalg.matrix_norm(w.reshape(1, -1), 2))
     assert exact / reshaped > 2.5
+    assert exact <= float(conv_norm_bound(w, (1, 8, 8), 1, 1)) <= exact * 1.12
+    layer = SpectralConv2d((1, 8, 8), 1, 3, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    layer.update_norm_estimate(n_iters=500, tol=1e-12, max_iters=5000)
+    assert float(layer.norm_estimate) == pytest.approx(exact, rel=1e-6)
 
 
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (3, 2, 1), (5, 1, 2), (3, 1, 0), (1, 1, 0), (5, 1, 1)])

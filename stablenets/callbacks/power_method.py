@@ -22,7 +22,14 @@ every :class:`~stablenets.nn.spectral.SpectralOperator` of the model:
    one moves the estimate little, and leaves it close).  It costs a few single-image products per layer
    every 50 steps, where a comparison with the certified bound (an eigensolve per Fourier frequency) cost
    more than the per-step updates themselves;
-5. at every validation the estimates are re-converged (all layers together) and the gap logged
+5. every ``certify_every_n_steps`` steps and at every validation, each estimate is compared with its certified
+   norm: one more than ``check_slack`` below it (beyond the gap this layer's certified bound is known to leave,
+   measured when it was last re-converged from noise: zero-padded convolutions' bounds are loose on small grids)
+   is stuck — ``u`` has lost (to rounding, or to subnormals flushed to zero) its weight on the direction that is
+   now the top one, so no warm-started iteration can find it — and restarts from noise (``power/restarts``).
+   Without this a layer can train for ever on an estimate of half its norm, with a step its certified
+   evaluation does not take;
+6. at every validation the estimates are re-converged (all layers together) and the gap logged
    (``power/gap_max``).
 
 None of this certifies anything: eval-mode forwards and every reported bound use certified norms that
@@ -74,6 +81,7 @@ class PowerMethodCallback(pl.Callback):
         project: bool = True,
         check_iters: int = 5,
         converge_tol: float = 1e-6,
+        certify_every_n_steps: int = 200,
     ) -> None:
         if n_iters < 1 or max_iters < n_iters:
             raise ValueError(f"need 1 <= n_iters <= max_iters, got n_iters={n_iters}, max_iters={max_iters}")
@@ -84,7 +92,10 @@ class PowerMethodCallback(pl.Callback):
         self.check_every, self.check_slack, self.check_iters = check_every_n_steps, check_slack, check_iters
         self.converge_tol = converge_tol
         self.project = project
+        self.certify_every = certify_every_n_steps
         self.corrections = 0
+        self.restarts = 0  # estimates found stuck below their certified norm and restarted from noise
+        self._gaps: dict[int, float] = {}  # id(op) -> certified norm / converged estimate when last restarted
         self.projections = 0  # weights rescaled to their cap, summed over steps
         self._found: tuple | None = None  # (model, its operators, its blocks): see _modules
         self._last_step = -1
@@ -97,6 +108,8 @@ class PowerMethodCallback(pl.Callback):
         self.update(pl_module)
         if self.check_every and trainer.global_step % self.check_every == 0:
             self._check_lag(pl_module)
+        if self.certify_every and trainer.global_step % self.certify_every == 0:
+            self._check_stuck(pl_module)
         if trainer.global_step % self.log_every == 0:
             self._log(pl_module)
 
@@ -141,10 +154,11 @@ class PowerMethodCallback(pl.Callback):
             self.projections += project_all(ops, now)
 
     def state_dict(self) -> dict:  # saved in checkpoints: a resumed run counts on from where it stopped
-        return {"corrections": self.corrections}
+        return {"corrections": self.corrections, "restarts": self.restarts}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.corrections = int(state_dict.get("corrections", 0))  # ("excess": checkpoints of the bound check)
+        self.restarts = int(state_dict.get("restarts", 0))
 
     @staticmethod
     def _estimates(ops: list[SpectralOperator]) -> list[float]:
@@ -163,6 +177,27 @@ class PowerMethodCallback(pl.Callback):
         self.corrections += len(lagging)
         self._converge(lagging)
         self._sync(module)  # the check moved every estimate
+
+    @torch.no_grad()
+    def _check_stuck(self, module: torch.nn.Module) -> None:
+        """Step 5 of the module docstring: estimates stuck below their certified norms restart from noise."""
+        ops, _ = self._modules(module)
+        if not ops:
+            return
+        stuck = [
+            m
+            for m, e in zip(ops, self._estimates(ops))
+            if float(m.certified_norm()) > max(e, 1e-12) * self._gaps.get(id(m), 1.0) * (1 + self.check_slack)
+        ]
+        if not stuck:
+            return
+        for m in stuck:
+            m.u.normal_()
+        self.restarts += len(stuck)
+        self._converge(stuck)
+        for m, e in zip(stuck, self._estimates(stuck)):
+            self._gaps[id(m)] = max(1.0, float(m.certified_norm()) / max(e, 1e-12))
+        self._sync(module)
 
     def _refresh(self, module: torch.nn.Module, estimates: list[float]) -> None:
         """The blocks' training sub-step counts from the estimates of the model's operators."""
@@ -203,6 +238,7 @@ class PowerMethodCallback(pl.Callback):
         metrics.update({f"power/n_steps/{name}": float(b.n_steps) for name, b in _blocks(pl_module)})
         if metrics:
             metrics["power/corrections"] = float(self.corrections)
+            metrics["power/restarts"] = float(self.restarts)
             metrics["power/projections"] = float(self.projections)
             pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
@@ -213,6 +249,7 @@ class PowerMethodCallback(pl.Callback):
         ops, _ = self._modules(pl_module)
         if not ops:
             return
+        self._check_stuck(pl_module)
         before = self._estimates(ops)
         self._converge(ops)
         gaps = [a / max(b, 1e-12) - 1.0 for a, b in zip(self._sync(pl_module), before)]

@@ -70,6 +70,56 @@ class RowNormalizedLinear(nn.Module):
 
 
 class CertifiedConvNet(nn.Module):
+    """A convolutional classifier whose body is 1-Lipschitz by construction, for certified robustness.
+
+    Stages of pixel-unshuffle or L2-pool downsampling, norm-preserving lifts and convolutional gradient-flow
+    blocks ``x ↦ x − h Aᵀσ(Ax + b)`` (eq. 18-19) with ``‖A‖ ≤ 1`` and one sub-step each (convex potential
+    layers), then a dense lift with dense gradient-flow blocks and a linear head (see the module docstring).
+    :meth:`lipschitz_bound` is the body's certified bound times the head's; :meth:`pairwise_lipschitz` gives
+    the constant of each logit difference for the per-pair certificate.
+
+    Args:
+        in_shape: the input's shape ``(C, H, W)`` (no batch axis), from the data module.
+        out_dim: the number of classes (logits), from the data module.
+        channels: the width of each stage; the input of stage ``s`` is lifted to ``channels[s]`` channels.
+        blocks: the number of convolutional gradient-flow blocks of each stage (one entry per stage, ``0``
+            allowed).
+        hidden_mult: the blocks' ``A`` maps ``channels[s]`` to ``hidden_mult · channels[s]`` channels, unless
+            ``hidden`` is given.
+        lift: how a stage reaches ``channels[s]``: ``"pad"`` (default) appends zero channels (an isometry),
+            ``"conv"`` uses a convolution normalised to operator norm exactly 1.  A stage that must reduce
+            the channels always uses the convolution; one already at ``channels[s]`` has no lift.
+        downsample: between stages: ``"unshuffle"`` (default, ``PixelUnshuffle(2)``: ``C×H×W → 4C×H/2×W/2``,
+            a permutation) or ``"l2pool"`` (L2-norm pooling over 2×2 windows, the channels kept).
+        stem_unshuffle: apply ``PixelUnshuffle(2)`` to the input before the first stage (default ``True``).
+        dense: the width of the dense lift after flattening, normalised to norm exactly 1; ``0`` or ``None``:
+            no dense part, the flattened features go straight to the head.
+        dense_blocks: the number of dense gradient-flow blocks (width ``dense``, ``‖A‖`` capped at 1) after
+            the dense lift.
+        dense_activation: ``"groupsort"`` (default) puts MaxMin after the dense lift, ``"none"`` nothing.
+        head: ``"rows"`` (default) normalises each class row of the head to unit norm (logit differences
+            ``‖w_i − w_j‖ ≤ 2``-Lipschitz), ``"spectral"`` the whole matrix to norm 1 (the whole net
+            1-Lipschitz).
+        T: the flow time of every block; with ``‖A‖ ≤ 1`` each block takes a single sub-step ``h = T``
+            (eq. 19), which needs ``T ≤ 2/(1 + margin)`` (checked).
+        margin: the relative safety margin of the training step-size rule (eq. 19).
+        activation: the blocks' ``σ``, a non-decreasing activation of :mod:`stablenets.nn.activations`
+            (``"relu"`` by default).
+        orthogonal_dense: keep the dense lift semi-orthogonal (a Björck retraction after every optimizer
+            step) rather than only normalised to norm 1 (default ``True``).
+        hidden: the width of ``A`` per stage (one entry per stage); ``None``: ``hidden_mult · channels[s]``.
+        L: a prescribed Lipschitz bound (``lipschitz.L``): needs ``head="spectral"``, the output is scaled by
+            ``L`` so the net is ``L``-Lipschitz; ``None``: the output is not scaled.
+        stage_activation: ``"groupsort"`` puts MaxMin on the channels after each stage's blocks, ``"none"``
+            (default) nothing.
+        project_channels: a 1×1 convolution with orthonormal rows down to this many channels before
+            flattening (fewer features, no norm lost); ``None``: none.
+        maxmin_pairs: the channel pairs of every MaxMin: ``"adjacent"`` (default, ``(2i, 2i+1)``) or
+            ``"halves"`` (``(i, i + C/2)``, as deel-torchlip).
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``.
+    """
+
     def __init__(
         self,
         in_shape,

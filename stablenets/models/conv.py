@@ -54,6 +54,37 @@ class _ConvNet(nn.Module):
 
 
 class ConvNonExpansiveNet(_ConvNet):
+    """The convolutional non-expansive classifier of Section 6.2: gradient-flow blocks between lifts and pools.
+
+    Per stage ``s``: a 3×3 lifting convolution to ``channels[s]`` (norm-constrained), ``blocks``
+    convolutional gradient-flow blocks ``x ↦ x − h Aᵀσ(Ax + b)`` (eq. 18-19, each 1-Lipschitz) and a 2×2
+    average pool (Lipschitz 1/2); then a linear head on the flattened features.  :meth:`lipschitz_bound` is
+    the product of the parts' certified bounds (see the module docstring).
+
+    Args:
+        in_shape: the input's shape ``(C, H, W)`` (no batch axis), from the data module.
+        out_dim: the number of outputs (classes), from the data module.
+        channels: the width of each stage (the lifting convolution's output channels).
+        blocks: the number of gradient-flow blocks in every stage.
+        T: the flow time of each block; it takes ``n = ⌈T k (1 + margin) ‖A‖² / 2⌉`` Euler sub-steps of
+            ``h = T/n`` (eq. 19, ``k`` the activation's Lipschitz constant).
+        activation: the blocks' ``σ``, a non-decreasing activation of :mod:`stablenets.nn.activations`
+            (``"relu"`` by default).
+        margin: the relative safety margin of the training step-size rule (eq. 19).
+        max_norm: a cap on each block's ``‖A‖`` (``A·min(1, c/‖A‖)``): it bounds the sub-step count and
+            leaves the guarantee unchanged; ``None``: uncapped.
+        L: a prescribed Lipschitz bound (``lipschitz.L``): the lifts are normalised to norm exactly
+            ``lift_max_norm`` (1 when that is ``None``), the head to norm 1, and the output is scaled by ``L``
+            over the features' bound, so the net is ``L``-Lipschitz; ``None``: a free head whose norm enters
+            the bound.
+        hidden_mult: each block's ``A`` maps ``channels[s]`` to ``hidden_mult · channels[s]`` channels
+            (``Aᵀ`` maps back).
+        lift_max_norm: the lifting convolutions are rescaled to norm at most this (exactly this when ``L`` is
+            set); ``None``: free lifts whose certified norms enter the bound.
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``; each stage halves ``H`` and ``W`` (rounded down).
+    """
+
     def __init__(
         self,
         in_shape,
@@ -107,6 +138,25 @@ class ConvNonExpansiveNet(_ConvNet):
 
 
 class ConvResNet(_ConvNet):
+    """The ResNet twin of :class:`ConvNonExpansiveNet` (Section 6.2): the same stages, residual blocks, no bound.
+
+    Per stage ``s``: a plain 3×3 lifting convolution to ``channels[s]``, ``blocks`` residual blocks
+    ``x + B σ(Ax + b)`` (snippet 2, ``A`` and ``B`` 3×3 convolutions) and a 2×2 average pool; then a linear
+    head on the flattened features.  Nothing is constrained and no Lipschitz bound is claimed.
+
+    Args:
+        in_shape: the input's shape ``(C, H, W)`` (no batch axis), from the data module.
+        out_dim: the number of outputs (classes), from the data module.
+        channels: the width of each stage (the lifting convolution's output channels).
+        blocks: the number of residual blocks in every stage.
+        hidden_mult: each block's ``A`` maps ``channels[s]`` to ``hidden_mult · channels[s]`` channels
+            (``B`` maps back).
+        activation: the blocks' ``σ``, an activation of :mod:`stablenets.nn.activations` (``"relu"`` by
+            default).
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``; each stage halves ``H`` and ``W`` (rounded down).
+    """
+
     def __init__(
         self, in_shape, out_dim: int, channels=(8, 16), blocks: int = 2, hidden_mult: int = 1, activation: str = "relu"
     ) -> None:

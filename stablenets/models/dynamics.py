@@ -34,6 +34,20 @@ def _mlp(d_in: int, d_out: int, width: int, depth: int) -> nn.Sequential:
 
 
 class VectorFieldMLP(nn.Module):
+    """An unconstrained vector field ``X̂: R^d → R^{out_dim}``, the baseline of Section 5.1.
+
+    A multi-layer perceptron with ``tanh`` hidden layers; nothing makes its equilibrium stable (compare
+    :class:`LyapunovStableField`, eq. 29, and :class:`ContractingField`, eq. 30).
+
+    Args:
+        in_shape: the state's shape (no batch axis), from the data module; ``d`` is the product of its sizes.
+        out_dim: the output dimension, from the data module (``d`` for a vector field).
+        width: the width of the hidden layers.
+        depth: the number of hidden ``Linear + tanh`` layers (then a linear output layer).
+
+    Shape: ``(B, d) → (B, out_dim)``.
+    """
+
     def __init__(self, in_shape, out_dim: int, width: int = 64, depth: int = 2) -> None:
         super().__init__()
         check_count(depth=depth, width=width)
@@ -66,6 +80,24 @@ def smooth_relu(v: torch.Tensor, d: float = 0.1) -> torch.Tensor:
 
 
 class LyapunovStableField(nn.Module):
+    """A vector field with a prescribed stable equilibrium ``x̄``, made so by a learned Lyapunov function (eq. 29).
+
+    ``X(x) = X̂(x) − ∇V(x) ReLU(∇V(x)ᵀX̂(x) + μV(x)) / ‖∇V(x)‖²`` (Kolter & Manek) with ``X̂`` an MLP shifted
+    so that ``X̂(x̄) = 0`` and ``V(x) = s(g(x) − g(x̄)) + ε‖x − x̄‖²``, ``g`` an input-convex network and ``s`` a
+    smoothed ReLU: ``V`` is convex and positive definite, and ``⟨∇V, X⟩ ≤ −μV`` everywhere (Exercise 13).
+
+    Args:
+        in_shape: the state's shape (no batch axis), from the data module; ``d`` is the product of its sizes.
+        out_dim: the output dimension of ``X̂``, from the data module; it must equal ``d``.
+        width: the width of the hidden layers of ``X̂`` and of the input-convex network ``g``.
+        depth: the number of hidden layers of ``X̂`` and of ``g``.
+        mu: the decay rate ``μ > 0`` imposed on ``V`` along the flow.
+        eps: the weight ``ε > 0`` of the quadratic term of ``V`` (makes ``V`` strictly positive away from ``x̄``).
+        equilibrium: ``x̄``, ``d`` numbers; ``None``: the origin.
+
+    Shape: ``(B, d) → (B, d)``.
+    """
+
     def __init__(
         self,
         in_shape,
@@ -104,6 +136,23 @@ class LyapunovStableField(nn.Module):
 
 
 class ContractingField(nn.Module):
+    """A vector field contracting towards a prescribed equilibrium ``x̄`` (eq. 30, Jaffe et al.).
+
+    ``X(x) = A(x)(x − x̄)`` with ``A(x) = S(x) − (L(x)L(x)ᵀ + εI)``, ``S`` skew-symmetric, ``S`` and ``L`` read
+    from the ``2d²`` outputs of an MLP: ``Sym(A) = −(LLᵀ + εI)`` is negative definite, so
+    ``d/dt ½‖x − x̄‖² ≤ −ε‖x − x̄‖²`` and ``x̄`` is globally exponentially stable.
+
+    Args:
+        in_shape: the state's shape (no batch axis), from the data module; ``d`` is the product of its sizes.
+        out_dim: the output dimension, from the data module; not used (the field has the state's dimension).
+        width: the width of the hidden layers of the MLP that outputs ``S`` and ``L``.
+        depth: the number of hidden ``Linear + tanh`` layers of that MLP.
+        eps: ``ε > 0``, the least contraction rate.
+        equilibrium: ``x̄``, ``d`` numbers; ``None``: the origin.
+
+    Shape: ``(B, d) → (B, d)``.
+    """
+
     def __init__(
         self,
         in_shape,

@@ -11,6 +11,26 @@ INTEGRATORS = {"symplectic": SymplecticEulerBlock, "euler": HamiltonianEulerBloc
 
 
 class HNN(StackedNet):
+    """A Hamiltonian neural network (Section 4): ``depth`` Hamiltonian steps between a linear lift and head.
+
+    The state ``x = (q, p)`` of dimension ``width`` is updated by symplectic Euler steps of a separable
+    Hamiltonian (eq. 28: ``‖∂ψ‖₂ ≥ 1``, no vanishing gradients) or by explicit Euler steps of a Hamiltonian
+    field (eq. 26, not symplectic).  The flattened input is mapped to ``width`` by a linear lift (the
+    identity when the sizes agree) and the last state by a linear head to ``out_dim``.
+
+    Args:
+        in_shape: the input's shape (no batch axis), from the data module.
+        out_dim: the output dimension, from the data module.
+        depth: the number of Hamiltonian steps.
+        width: the dimension ``2d`` of the state ``(q, p)`` (even).
+        h: the step size of every step.
+        activation: ``σ = γ'``, an activation of :mod:`stablenets.nn.activations` (``"tanh"`` by default,
+            ``γ = log cosh``).
+        integrator: ``"symplectic"`` (default, eq. 28) or ``"euler"`` (explicit Euler, eq. 26).
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``.
+    """
+
     def __init__(
         self,
         in_shape,

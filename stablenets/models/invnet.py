@@ -29,6 +29,31 @@ from ..nn.norms import round_down
 
 
 class InvNet(nn.Module):
+    """InvNet_L (Section 6.1): an ``L``-Lipschitz reconstruction network, ``c · project ∘ Φ_ℓ ∘ … ∘ Φ_1 ∘ lift``.
+
+    ``lift`` pads the flattened input with zeros to ``width``, the ``Φ_i`` are non-expansive gradient-flow
+    blocks (eq. 18-19), ``project`` keeps the first ``out_dim`` coordinates and ``c`` is learnable,
+    initialised to 1 and clamped to ``[−L, L]`` (see the module docstring).
+
+    Args:
+        in_shape: the input's shape (no batch axis), from the data module.
+        out_dim: the output dimension, from the data module.
+        L: the prescribed Lipschitz bound, required (``lipschitz.L``, or a multiple of the Tikhonov
+            baseline's with ``lipschitz.relative_to=tikhonov``).
+        depth: the number of gradient-flow blocks ``ℓ``.
+        width: the dimension the blocks work in; at least the input's and the output's dimensions.
+        hidden: the rows of each block's ``A``; ``None``: ``width``.
+        T: the flow time of each block; it takes ``n = ⌈T k (1 + margin) ‖A‖² / 2⌉`` Euler sub-steps of
+            ``h = T/n`` (eq. 19, ``k`` the activation's Lipschitz constant).
+        activation: the blocks' ``σ``, a non-decreasing activation of :mod:`stablenets.nn.activations`
+            (``"relu"`` by default).
+        margin: the relative safety margin of the training step-size rule (eq. 19).
+        max_norm: a cap ``c`` on each block's ``‖A‖`` (``A·min(1, c/‖A‖)``): the guarantee is unchanged and
+            a forward pass takes at most ``depth · ⌈T k c² (1 + margin)/2⌉`` sub-steps; ``None``: uncapped.
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``.
+    """
+
     def __init__(
         self,
         in_shape,

@@ -20,6 +20,33 @@ from .base import StackedNet
 
 
 class NonExpansiveNet(StackedNet):
+    """A dense non-expansive network: a lift, ``depth`` gradient-flow blocks (eq. 18-19) and a linear head.
+
+    Each block ``x ↦ x − h Aᵀσ(Ax + b)`` is 1-Lipschitz; the lift and the head are norm-constrained or free,
+    and :meth:`lipschitz_bound` is the product of the parts' certified bounds (see the module docstring).
+
+    Args:
+        in_shape: the input's shape (no batch axis), from the data module; the input is flattened.
+        out_dim: the output dimension, from the data module.
+        depth: the number of gradient-flow blocks.
+        width: the dimension the blocks work in; the flattened input is lifted to it (no lift when the sizes
+            agree).
+        hidden: the rows of each block's ``A``; ``None``: ``width``.
+        T: the flow time of each block; it takes ``n = ⌈T k (1 + margin) ‖A‖² / 2⌉`` Euler sub-steps of
+            ``h = T/n`` (eq. 19, ``k`` the activation's Lipschitz constant).
+        activation: the blocks' ``σ``, a non-decreasing activation of :mod:`stablenets.nn.activations`
+            (``"relu"`` by default).
+        margin: the relative safety margin of the training step-size rule (eq. 19).
+        constrain_lift: cap the lift's norm at 1 (default ``True``); ``False``: a free linear lift whose norm
+            enters the bound.
+        constrain_head: cap the head's norm at 1; ``False`` (default): a free head whose exact norm enters the
+            bound.
+        L: a prescribed Lipschitz bound (``lipschitz.L``): the lift and head are normalised to norm exactly 1
+            and the output is scaled by ``L``, so the net is ``L``-Lipschitz; ``None``: no scaling.
+
+    Shape: ``(B, *in_shape) → (B, out_dim)``.
+    """
+
     def __init__(
         self,
         in_shape,

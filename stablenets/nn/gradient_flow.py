@@ -31,7 +31,7 @@ from torch import nn
 
 from ..checks import TrainingDiverged, check_nonnegative, check_positive
 from .activations import get_activation
-from .convolution import conv_same, conv_same_adjoint
+from .convolution import channels_last_on_cpu, conv_same, conv_same_adjoint
 from .power import conv_ops
 from .spectral import SpectralConv2d, SpectralLinear, SpectralOperator
 
@@ -70,15 +70,6 @@ def substep_cap(module: nn.Module) -> int | None:
     if any(b.max_norm is None for b in blocks):
         return None
     return sum(substeps_for(b.max_norm, b.max_flow_time(), b.k, max(b.margin, b.eval_margin)) for b in blocks)
-
-
-def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in the memory layout convolutions run fastest in: channels-last for images on the CPU (oneDNN's
-    NHWC kernels: 1.6-3× faster than NCHW for the 8-16-channel convolutions of these nets, backward included),
-    unchanged otherwise (on CUDA the layout is left to the user).  Values are the same; only strides change."""
-    if x.dim() == 4 and x.device.type == "cpu":
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 def euler_substeps(x: torch.Tensor, n: int, h: float, op, op_t, act) -> torch.Tensor:

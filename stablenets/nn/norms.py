@@ -50,7 +50,10 @@ def max_singular_value_bound(matrices: torch.Tensor, applied: torch.Tensor | Non
     s = s.to(torch.complex128) if s.is_complex() else s.double()
     m, n = s.shape[-2:]
     gram = s @ s.mH if m <= n else s.mH @ s
-    top = torch.linalg.eigvalsh(gram)[..., -1]
+    try:
+        top = torch.linalg.eigvalsh(gram)[..., -1]
+    except torch.linalg.LinAlgError:  # LAPACK's eigensolver gave up (clustered spectra): the SVD's top value
+        top = torch.linalg.svdvals(s)[..., 0].square()
     rounding = 4 * (max(m, n) + 2) * 2.0**-53 * s.abs().square().sum((-2, -1))
     bound = (top + rounding).max().clamp_min(0).sqrt()
     return bound * (1 + CERT_SLACK) + flush_slack(matrices if applied is None else applied)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..checks import check_positive
 from .activations import get_activation
-from .gradient_flow import channels_last_on_cpu
+from .convolution import channels_last_on_cpu
 
 FORMS = ("two_matrix", "one_matrix")
 

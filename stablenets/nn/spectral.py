@@ -69,6 +69,10 @@ class SpectralOperator(nn.Module):
     bias: nn.Parameter | None
     u: torch.Tensor
     norm_estimate: torch.Tensor
+    #: training only: divide by ``‖Au‖`` (``u`` the power method's vector) with its gradient, so that the optimizer
+    #: sees the normalisation (as PyTorch's spectral normalisation and CPL's reference code), rather than by the
+    #: estimate as a constant; the value is the same to the rounding of one product
+    norm_gradient: bool = False
     #: Björck iterations of the per-step retraction (``orthogonal``); it starts from the previous step's
     #: (semi-)orthogonal weight moved by one optimizer step, so few suffice: 4 reach the 12-iteration result
     #: to float32 rounding for steps of up to 1e-2 per entry (tests/test_step_cost.py), at a third of the cost
@@ -150,7 +154,10 @@ class SpectralOperator(nn.Module):
         if self.max_norm is None:
             return None
         if self.training:
-            s = self.max_norm / self.norm_estimate.clamp_min(1e-30)
+            sigma = self.norm_estimate
+            if self.norm_gradient:  # ‖Au‖ with the estimate's u: its gradient is v uᵀ, as spectral normalisation's
+                sigma = self.matvec(self.u, self.weight).norm()
+            s = self.max_norm / sigma.clamp_min(1e-30)
             return s if self.exact else s.clamp(max=1.0)
         return self._verified()[0]
 

@@ -12,6 +12,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from .overrides import changes_study, hydra_quoted, override_key
 
@@ -50,3 +55,15 @@ def launch_sweep(recipe: list[str], user: list[str], group: str, root: str | Pat
     if proc.returncode:
         print(f"stablenets: the sweep exited with {proc.returncode}; see the failed runs below", flush=True)
     return sweep
+
+
+class SweepConfig(Callback):
+    """Makes the multirun's config the current Hydra config before the sweeper and launcher are built.
+
+    Hydra sets it only per job, yet its sweeper reads ``hydra.sweep.dir`` (and a launcher its
+    ``submitit_folder``) before: a sweep dir named by ``${hydra:...}`` — ``outputs/sweeps/${group}``, ``group``
+    defaulting to ``name`` = ``${hydra:runtime.choices.model}_...`` — would not resolve, and
+    ``stablenets-train -m`` without ``group=`` would stop with an interpolation error."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)

@@ -78,7 +78,7 @@ class AOCConv2d(LipschitzLayer):
         return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        x = self.prepare(x)
         return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
     def plain(self) -> nn.Module:

@@ -98,7 +98,7 @@ class AOLConv2d(LipschitzLayer):
         return self.weight * d[None, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        x = self.prepare(x)
         return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
     def plain(self) -> nn.Module:

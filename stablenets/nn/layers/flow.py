@@ -70,6 +70,7 @@ class GradientFlowConv2d(GradientFlowBlock, LipschitzLayer):
             padding_mode=padding_mode,
             init="xavier_normal",
         )
+        op.norm_gradient = True  # the reference's h = 2/σ̂² carries the gradient of σ̂ = ⟨Au, v⟩
         T0 = _step(activation, margin)
         self.T0, self.T_max = T0, float(T_max) * T0
         super().__init__(op, T0, activation, margin)

@@ -61,7 +61,7 @@ def spectral_apply(x: torch.Tensor, q: torch.Tensor, grid: tuple[int, int], pad:
     ``(Hg, Wg//2 + 1, C_out, C_in)`` complex."""
     if pad:
         x = F.pad(x, (pad, pad, pad, pad))
-    xf = torch.fft.rfft2(x, norm="ortho").permute(2, 3, 1, 0)  # (Hg, Wr, C_in, B)
+    xf = torch.fft.rfft2(x, norm="ortho").permute(2, 3, 1, 0).contiguous()  # (Hg, Wr, C_in, B): one batched product
     y = torch.fft.irfft2((q @ xf).permute(3, 2, 0, 1), s=grid, norm="ortho")
     return y[..., pad : y.shape[-2] - pad, pad : y.shape[-1] - pad] if pad else y
 

@@ -122,8 +122,8 @@ class SLLLinear(_SLL):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        z = self.act(F.linear(x, self.weight, self.bias)) * self.t_inverse()
-        return x - 2 * (z @ self.weight)
+        z = self.act(F.linear(x, self.weight, self.bias)) * (2 * self.t_inverse())
+        return x - z @ self.weight
 
 
 class SLLConv2d(_SLL):
@@ -167,9 +167,9 @@ class SLLConv2d(_SLL):
         return _t_inverse(wwt.abs().sum((2, 3)), self.q, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * self.t_inverse()[:, None, None]
-        return x - 2 * conv_same_adjoint(z, self.weight, self.padding_mode)
+        x = self.prepare(x)
+        z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * (2 * self.t_inverse())[:, None, None]
+        return x - conv_same_adjoint(z, self.weight, self.padding_mode)  # the 2 folded into T⁻¹ (one pass less)
 
 
 class PlainSLL(nn.Module):
@@ -185,6 +185,6 @@ class PlainSLL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode is None:
-            return x - 2 * ((self.act(F.linear(x, self.weight, self.bias)) * self.t_inverse) @ self.weight)
-        z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * self.t_inverse[:, None, None]
-        return x - 2 * conv_same_adjoint(z, self.weight, self.padding_mode)
+            return x - (self.act(F.linear(x, self.weight, self.bias)) * (2 * self.t_inverse)) @ self.weight
+        z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * (2 * self.t_inverse)[:, None, None]
+        return x - conv_same_adjoint(z, self.weight, self.padding_mode)

@@ -282,7 +282,7 @@ class SOCConv2d(_SOC):
         return bool(torch.equal(flip_transpose(skew), -skew))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        x = self.prepare(x)
         z = self._series(x, dim=1)
         return z if self.bias is None else z + self.bias[:, None, None]
 
