@@ -1,7 +1,7 @@
 """The 1-Lipschitz layer families compared as "1-Lipschitz Layers Compared" (Prach et al., CVPR 2024) compares
 them: the benchmark ConvNet with each family, every run on the same wall-clock budget of training.
 
-    python experiments/layers_compared.py --data fmnist_cpu task.optimizer.lr=0.02,0.1 --jobs 2   # the CPU table
+    python experiments/layers_compared.py --data fmnist_cpu task.optimizer.lr=0.01,0.02 --jobs 2   # the CPU table
     python experiments/layers_compared.py --sizes XS,S --budget 00:00:20:00          # Fashion-MNIST, the full net
     python experiments/layers_compared.py --data cifar10 --sizes XS,S,M,L --budget 00:02:00:00 \
         data.data_dir=/data/cifar hydra/launcher=slurm trainer=gpu hydra.launcher.partition=gpu   # the protocol

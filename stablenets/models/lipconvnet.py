@@ -11,7 +11,7 @@ A plain stack, every part 1-Lipschitz, the convolutions all of one family (``mod
 * ``blocks`` down-sizing blocks; block ``i`` works at ``w·2^i`` channels: ``layers`` × (a ``kernel_size``
   convolution of the family + MaxMin), then the first half of the channels is kept
   (:class:`~stablenets.nn.isometries.FirstChannels`) and ``PixelUnshuffle(2)`` halves the resolution and
-  quadruples the channels (``w·2^i → w·2^(i+1)``).  The last block's kernel is 1×1 (a 2×2 image);
+  quadruples the channels (``w·2^i → w·2^(i+1)``).  A block at 2×2 (the fifth on 32×32) takes 1×1 kernels;
 * ``AdaptiveMaxPool2d(1)``, a 1×1 convolution of the family at ``w·2^blocks`` channels as the head, and the
   first ``out_dim`` of its outputs as logits.
 
@@ -51,7 +51,7 @@ class LipConvNet(nn.Module):
         base_width: the width of the first block (even).
         blocks: down-sizing blocks; the input is zero-padded to a multiple of ``2^blocks``.
         layers: layer + MaxMin pairs per block.
-        kernel_size: of the blocks' layers (the last block's is 1).
+        kernel_size: of the blocks' layers (1 at 2×2 images).
         center: per-channel offsets subtracted from the input (an isometry), e.g. the data's mean.
         ends: extra arguments of the first 1×1 layer and the head (e.g. AOL's orthogonal init).
 
@@ -108,7 +108,7 @@ class LipConvNet(nn.Module):
         parts["first_conv"] = end(shape, kernel_size=1)
         parts["first_activation"] = GroupSort(2)
         for i in range(blocks):
-            k = kernel_size if i < blocks - 1 else 1  # the last block sees 2x2 images
+            k = kernel_size if min(shape[1:]) > 2 else 1  # a 2x2 image takes 1x1 kernels (the reference's rule)
             block: list[nn.Module] = []
             for _ in range(layers):
                 block += [conv(shape, kernel_size=k), GroupSort(2)]

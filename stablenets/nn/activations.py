@@ -53,10 +53,9 @@ class _MaxMin(torch.autograd.Function):
     ``max`` into a tensor of the input's memory layout and keeps the swap mask ``s`` (as 0/1 floats); the
     backward and the forward-mode ``jvp`` apply the same swap (it is its own transpose) as
     ``(a(1−s) + b·s, a·s + b(1−s))`` — products by exact zeros and ones, so the gradient is a permutation of
-    the output gradient bit for bit, at a fraction of the cost of ``torch.where`` (not vectorised on the CPU:
-    20× slower than these multiplications) and of autograd's masks, fills and sums for ``minimum`` and
-    ``maximum``.  At ties (``a = b``) the permutation is the identity, so gradient norms are preserved
-    everywhere."""
+    the output gradient bit for bit, at a fraction of the cost of ``torch.where`` (not vectorised on the CPU)
+    and of autograd's masks, fills and sums for ``minimum`` and ``maximum`` (docs/design-notes.md).  At ties
+    (``a = b``) the permutation is the identity, so gradient norms are preserved everywhere."""
 
     @staticmethod
     def _swap(s: torch.Tensor, t: torch.Tensor, halves: bool) -> torch.Tensor:

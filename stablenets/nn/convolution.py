@@ -12,7 +12,7 @@ PADDING_MODES = ("zeros", "circular")
 
 def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the memory layout convolutions run fastest in: channels-last for images on the CPU (oneDNN's
-    NHWC kernels: 1.6-3× faster than NCHW for the 8-16-channel convolutions of these nets, backward included),
+    NHWC kernels, faster than NCHW for the convolutions of these nets, backward included: docs/design-notes.md),
     unchanged otherwise (on CUDA the layout is left to the user).  Values are the same; only strides change."""
     if x.dim() == 4 and x.device.type == "cpu":
         return x.contiguous(memory_format=torch.channels_last)
@@ -20,12 +20,64 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
 
 
 def circular_pad(x: torch.Tensor, p: int) -> torch.Tensor:
-    """``F.pad(x, (p, p, p, p), mode='circular')`` as concatenations of slices: the same values, in operations
-    every exporter knows."""
+    """``F.pad(x, (p, p, p, p), mode='circular')``: the same values, in the layout of ``x``.  A traced or exported
+    graph gets concatenations of slices (operations every exporter knows); eager code gets :class:`_CircularPad`,
+    whose backward folds the border's gradient back with one copy and eight strip additions instead of autograd's
+    zero-filled slice gradients (the padding cost a small circular layer more than its convolution on the CPU:
+    docs/design-notes.md)."""
     if not p:
         return x
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return _circular_pad_cat(x, p)
+    return _CircularPad.apply(x, p)
+
+
+def _circular_pad_cat(x: torch.Tensor, p: int) -> torch.Tensor:
     x = torch.cat([x[..., -p:, :], x, x[..., :p, :]], dim=-2)
     return torch.cat([x[..., -p:], x, x[..., :p]], dim=-1)
+
+
+class _CircularPad(torch.autograd.Function):
+    """Circular padding by ``p ≤ min(H, W)`` on the last two dimensions; its backward (differentiable itself)
+    and its forward-mode derivative are the adjoint and the padding of the tangent."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, p: int) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if p > h or p > w:
+            raise ValueError(f"circular padding {p} exceeds the image size {h}x{w}")
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        out = torch.empty(*x.shape[:-2], h + 2 * p, w + 2 * p, dtype=x.dtype, device=x.device, memory_format=layout)
+        out[..., p : h + p, p : w + p] = x
+        out[..., :p, p : w + p] = x[..., h - p :, :]
+        out[..., h + p :, p : w + p] = x[..., :p, :]
+        out[..., :p] = out[..., w : w + p]  # the corners come with the columns
+        out[..., w + p :] = out[..., p : 2 * p]
+        return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.p = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        p = ctx.p
+        h, w = grad.shape[-2] - 2 * p, grad.shape[-1] - 2 * p
+        out = grad[..., p : h + p, p : w + p].clone()
+        out[..., h - p :, :] += grad[..., :p, p : w + p]
+        out[..., :p, :] += grad[..., h + p :, p : w + p]
+        out[..., w - p :] += grad[..., p : h + p, :p]
+        out[..., :p] += grad[..., p : h + p, w + p :]
+        out[..., h - p :, w - p :] += grad[..., :p, :p]
+        out[..., h - p :, :p] += grad[..., :p, w + p :]
+        out[..., :p, w - p :] += grad[..., h + p :, :p]
+        out[..., :p, :p] += grad[..., h + p :, w + p :]
+        return out, None
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, _p=None) -> torch.Tensor:
+        return _CircularPad.forward(tangent, ctx.p)
 
 
 def conv_same(
@@ -54,34 +106,27 @@ def detached(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class PlainConv(nn.Module):
-    """``conv_same`` with a fixed kernel and bias and circular padding (the padding as slices and
-    concatenations, which every exporter knows)."""
+    """:func:`conv_same` with a fixed kernel and bias, on the input in the layout the constrained layers use
+    (:func:`channels_last_on_cpu`, so that the plain form computes the same sums in the same order: bit for bit),
+    circular padding as slices and concatenations: operations every exporter knows."""
 
-    def __init__(self, kernel: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, kernel: torch.Tensor, bias: torch.Tensor | None, padding_mode: str = "zeros") -> None:
         super().__init__()
+        self.padding_mode = padding_mode
         self.register_buffer("kernel", detached(kernel))
         self.register_buffer("bias", detached(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv_same(x, self.kernel, self.bias, "circular")
+        return conv_same(channels_last_on_cpu(x), self.kernel, self.bias, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        c_out, c_in, k, _ = self.kernel.shape
+        return f"{c_in}, {c_out}, kernel_size={k}, padding_mode={self.padding_mode}"
 
 
-def plain_conv(kernel: torch.Tensor, bias: torch.Tensor | None, padding_mode: str = "zeros") -> nn.Module:
-    """The standard layer of a stride-1 'same' convolution with a fixed kernel: ``nn.Conv2d`` (zero padding) or
-    :class:`PlainConv` (circular padding)."""
-    if padding_mode == "circular":
-        return PlainConv(kernel, bias)
-    k = kernel.shape[-1]
-    conv = nn.Conv2d(
-        kernel.shape[1],
-        kernel.shape[0],
-        k,
-        padding=k // 2,
-        bias=bias is not None,
-        device=kernel.device,
-        dtype=kernel.dtype,
-    )
-    return _fill(conv, kernel, bias)
+def plain_conv(kernel: torch.Tensor, bias: torch.Tensor | None, padding_mode: str = "zeros") -> PlainConv:
+    """The plain layer of a stride-1 'same' convolution with a fixed kernel (zero or circular padding)."""
+    return PlainConv(kernel, bias, padding_mode)
 
 
 def plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:

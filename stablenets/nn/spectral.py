@@ -42,8 +42,7 @@ def bjorck(w: torch.Tensor, iters: int = 12, beta: float = 0.5) -> torch.Tensor:
 
     For a wide ``W₀`` (r × c, r < c) every iterate is ``W_k = M_k W₀`` with ``M_{k+1} = (1+β)M_k − β M_k G M_kᵀ M_k``,
     ``G = W₀W₀ᵀ`` (r × r): the iterations run on ``M`` and cost r³ each instead of r²c, and ``W₀`` is multiplied
-    once at the end (the retraction of the certified net's 64 × 1176 dense lift: 3× fewer operations at 4
-    iterations).  The same iterates in exact arithmetic; whichever form costs less is used."""
+    once at the end.  The same iterates in exact arithmetic; whichever form costs less is used."""
     tall = w.shape[0] > w.shape[1]
     w = w.t() if tall else w
     r, c = w.shape

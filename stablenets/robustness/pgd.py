@@ -72,8 +72,8 @@ def _project(delta: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, clip: tupl
 
 @contextmanager
 def channels_last_model(model: torch.nn.Module, x: torch.Tensor, enabled: bool = True):
-    """Images on a CPU: model and inputs in ``channels_last`` (oneDNN convolutions run a forward/backward
-    1.2-1.5× faster on the Fashion-MNIST nets); the model's layout is restored afterwards."""
+    """Images on a CPU: model and inputs in ``channels_last`` (where oneDNN's convolutions run fastest); the
+    model's layout is restored afterwards."""
     if not enabled or x.dim() != 4 or x.device.type != "cpu":
         yield x
         return
@@ -119,7 +119,7 @@ def pgd_l2(
     ``robust``: an ``(len(eps), N)`` mask of pairs *proven* robust (certified radius > ε); they are never
     attacked — no attack can succeed there — and count as not broken.  ``chunk_size``: at most this many
     (ε, image) rows per forward/backward (``None``: all at once); on a CPU a few hundred rows keep the
-    activations in cache and run 2-4× more images per second than thousands.  ``progress(done, total)`` is
+    activations in cache (docs/design-notes.md).  ``progress(done, total)`` is
     called after each chunk with the (ε, image) pairs attacked so far.
     """
     if n_iter < 1 or restarts < 1:

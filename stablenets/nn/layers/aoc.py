@@ -28,10 +28,7 @@ class AOCConv2d(LipschitzLayer):
     """Adaptive orthogonal convolution (``orthogonium.layers.conv.AOC.AdaptiveOrthoConv2d``).
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         padding_mode: ``"circular"`` (the package's default: orthogonal) or ``"zeros"``.
 
     Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.

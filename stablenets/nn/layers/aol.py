@@ -59,10 +59,7 @@ class AOLConv2d(LipschitzLayer):
     """Convolutional AOL: a ``k×k`` stride-1 'same' convolution with the AOL rescaling (Theorem 2).
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         padding_mode: ``"circular"`` (the comparison's) or ``"zeros"``.
         init: ``"dirac"`` (the identity, as the paper's blocks) or ``"orthogonal"`` (the kernel flattened to
             ``out × (in·k²)``, as the reference's first layer and head).

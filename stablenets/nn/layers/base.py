@@ -74,7 +74,12 @@ class LipschitzLayer(nn.Module):
     """The base of the layer families (see the module docstring).  A subclass sets ``operator_kind``, calls
     :meth:`_dense` or :meth:`_conv` in its constructor, and implements ``forward`` (beginning with
     :meth:`check_input`), :meth:`operator` and :meth:`plain`; it overrides :meth:`bound_from_norm` when its
-    Lipschitz constant is not the norm of its operator."""
+    Lipschitz constant is not the norm of its operator.
+
+    The convolutional families share their first arguments: ``in_shape``, ``(C, H, W)`` of the inputs (the
+    shape the bound is certified on; other shapes are refused), ``out_channels`` (default ``C``), an odd
+    ``kernel_size`` (a stride-1 'same' convolution), ``bias`` (learn an additive bias) and ``padding_mode``
+    (``"zeros"`` or ``"circular"``); they map ``(B, C, H, W) → (B, out_channels, H, W)``."""
 
     operator_kind: str = "matrix"
     in_shape: tuple[int, ...]
@@ -133,7 +138,7 @@ class LipschitzLayer(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`check_input`, and an image batch of a spatial family in the layout convolutions run fastest in on
-        the CPU (channels-last: oneDNN's kernels, 1.5-1.6× faster for these layers; values unchanged)."""
+        the CPU (channels-last, where oneDNN's kernels are fastest; values unchanged)."""
         self.check_input(x)
         return channels_last_on_cpu(x) if self.operator_kind == "kernel" else x
 

@@ -74,10 +74,7 @@ class BCOPConv2d(LipschitzLayer):
     """BCOP ``k×k`` convolution.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         padding_mode: ``"circular"`` (orthogonal for equal channels) or ``"zeros"`` (norm ≤ 1).
         bjorck_iters: Björck iterations of the orthogonal matrices.
 

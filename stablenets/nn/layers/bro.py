@@ -34,10 +34,7 @@ class BROConv2d(FourierLayer):
     """Block reflector orthogonal convolution.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         rank: the reflector's rank ``r``, as a fraction of the channels (equal channels; BRONet's 0.5).
         padding_mode: ``"zeros"`` (the reference's) or ``"circular"``.
 

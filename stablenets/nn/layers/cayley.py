@@ -76,10 +76,7 @@ class CayleyConv2d(FourierLayer):
     """Circular Cayley convolution, orthogonal for equal channels.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (``H, W ≥ k``; the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
 
     Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
     """
@@ -92,12 +89,12 @@ class CayleyConv2d(FourierLayer):
         self._fourier()
         conv = nn.Conv2d(in_shape[0], out_channels, kernel_size, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
-        self.alpha = nn.Parameter(self.kernel_symbol(self.weight.detach()).norm().clone())
+        self.alpha = nn.Parameter(self.spectrum_norm(self.kernel_symbol(self.weight.detach())).clone())
 
     def symbol(self) -> torch.Tensor:
         """``Q(ω)``: the Cayley transform of the normalised kernel symbol."""
         w = self.kernel_symbol(self.weight)
-        return cayley(self.alpha * w / w.norm())
+        return cayley(self.alpha * w / self.spectrum_norm(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

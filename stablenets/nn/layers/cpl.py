@@ -34,6 +34,24 @@ def _step(activation: str, margin: float) -> float:
     return 2.0 * (1.0 - margin) / k
 
 
+def conv_operator(in_shape, hidden: int | None, kernel_size: int, padding_mode: str) -> SpectralConv2d:
+    """``W`` of a convolutional CPL (or gradient-flow) block: a stride-1 'same' convolution to ``hidden``
+    channels (default ``C``), xavier-normal as the reference code, whose normalisation carries the gradient of
+    ``σ̂ = ⟨Au, v⟩`` in training (the reference's ``h = 2/σ̂²``)."""
+    check_count(hidden=hidden)
+    op = SpectralConv2d(
+        in_shape,
+        hidden or in_shape[0],
+        kernel_size,
+        max_norm=1.0,
+        exact=True,
+        padding_mode=padding_mode,
+        init="xavier_normal",
+    )
+    op.norm_gradient = True
+    return op
+
+
 class _CPL(GradientFlowBlock, LipschitzLayer):
     """A gradient-flow block as a layer family: its operator is the normalised ``A`` the forward pass applies,
     its bound 1 (eq. 19 with the certified norm), its plain form the block's Euler sub-steps."""
@@ -84,8 +102,8 @@ class CPLConv2d(_CPL):
     """Convolutional CPL: ``W`` a stride-1 'same' convolution to ``hidden`` channels, ``Wᵀ`` its adjoint.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (residual: ``out_channels``, if given, must equal ``C``).
-        kernel_size: odd.
+        in_shape, kernel_size: as for every convolutional family (:class:`.base.LipschitzLayer`); residual:
+            ``out_channels``, if given, must equal ``C``.
         hidden: channels of ``Wx`` (default ``C``).
         activation: a monotone activation (ReLU).
         margin: the step is ``2(1 − margin)/k``.
@@ -109,18 +127,12 @@ class CPLConv2d(_CPL):
         padding_mode: str = "zeros",
     ) -> None:
         self._conv(in_shape, out_channels, kernel_size, padding_mode, residual=True)
-        check_count(hidden=hidden)
-        op = SpectralConv2d(
-            self.in_shape,
-            hidden or self.in_shape[0],
-            kernel_size,
-            max_norm=1.0,
-            exact=True,
-            padding_mode=padding_mode,
-            init="xavier_normal",
+        super().__init__(
+            conv_operator(self.in_shape, hidden, kernel_size, padding_mode),
+            _step(activation, margin),
+            activation,
+            margin,
         )
-        op.norm_gradient = True  # the reference's h = 2/σ̂² carries the gradient of σ̂ = ⟨Au, v⟩
-        super().__init__(op, _step(activation, margin), activation, margin)
         self.padding_mode = padding_mode
 
     def forward(self, x: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:

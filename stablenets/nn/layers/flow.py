@@ -20,19 +20,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...checks import check_count, check_positive
+from ...checks import check_positive
 from ..gradient_flow import GradientFlowBlock
-from ..spectral import SpectralConv2d
 from .base import LipschitzLayer
-from .cpl import _step
+from .cpl import _step, conv_operator
 
 
 class GradientFlowConv2d(GradientFlowBlock, LipschitzLayer):
     """The paper's block with a learned ``T`` (see the module docstring).
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (residual: ``out_channels``, if given, must equal ``C``).
-        kernel_size: odd.
+        in_shape, kernel_size: as for every convolutional family (:class:`.base.LipschitzLayer`); residual:
+            ``out_channels``, if given, must equal ``C``.
         hidden: channels of ``Ax`` (default ``C``).
         activation: a monotone activation (ReLU).
         margin: the relative margin of eq. (19) in training.
@@ -57,23 +56,12 @@ class GradientFlowConv2d(GradientFlowBlock, LipschitzLayer):
         padding_mode: str = "circular",
     ) -> None:
         self._conv(in_shape, out_channels, kernel_size, padding_mode, residual=True)
-        check_count(hidden=hidden)
         check_positive(T_max=T_max)
         if T_max < 1:
             raise ValueError(f"T_max is a multiple of CPL's step and must be >= 1, got {T_max}")
-        op = SpectralConv2d(
-            self.in_shape,
-            hidden or self.in_shape[0],
-            kernel_size,
-            max_norm=1.0,
-            exact=True,
-            padding_mode=padding_mode,
-            init="xavier_normal",
-        )
-        op.norm_gradient = True  # the reference's h = 2/σ̂² carries the gradient of σ̂ = ⟨Au, v⟩
         T0 = _step(activation, margin)
         self.T0, self.T_max = T0, float(T_max) * T0
-        super().__init__(op, T0, activation, margin)
+        super().__init__(conv_operator(self.in_shape, hidden, kernel_size, padding_mode), T0, activation, margin)
         self.log_scale = nn.Parameter(torch.zeros(()))  # T = T0 exp(s): the block starts as CPL
         self.padding_mode = padding_mode
 

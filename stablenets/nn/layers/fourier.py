@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LipschitzLayer, detached
+from .base import LipschitzLayer, channels_last_on_cpu, detached, plain_conv
 
 __all__ = ["FourierLayer", "FourierMap", "kernel_symbol", "spectral_apply"]
 
@@ -76,21 +76,39 @@ class FourierLayer(LipschitzLayer):
 
     def _fourier(self) -> None:
         self.grid, self.pad = fourier_grid(self.in_shape, self.kernel_size, self.padding_mode)
+        #: a 1×1 kernel's symbol is the same at every frequency: the map is computed at one and applied as a
+        #: 1×1 convolution (the same function, without an FFT or a per-frequency solve)
+        self.pointwise = self.kernel_size == 1
+        self.n_frequencies = self.grid[0] * (self.grid[1] // 2 + 1)
 
     def symbol(self) -> torch.Tensor:
-        """``Q``, ``(Hg, Wg//2 + 1, C_out, C_in)`` complex, in the current mode."""
+        """``Q``, ``(Hg, Wg//2 + 1, C_out, C_in)`` complex (``(1, 1, C_out, C_in)`` for a 1×1 kernel), in the
+        current mode."""
         raise NotImplementedError
 
     def operator(self) -> torch.Tensor:
         return self.symbol()
 
     def kernel_symbol(self, kernel: torch.Tensor) -> torch.Tensor:
+        if self.pointwise:
+            w = kernel[:, :, 0, 0]
+            return torch.complex(w, torch.zeros_like(w))[None, None]
         return kernel_symbol(kernel, self.grid)
 
+    def spectrum_norm(self, symbol: torch.Tensor) -> torch.Tensor:
+        """The Frobenius norm of the symbol over the whole half spectrum (a 1×1 kernel's: one frequency's, times
+        the square root of their number)."""
+        norm = symbol.norm()
+        return norm * math.sqrt(self.n_frequencies) if self.pointwise else norm
+
     def apply_symbol(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        if self.pointwise:
+            return F.conv2d(channels_last_on_cpu(x), q[0, 0].real[..., None, None])
         return spectral_apply(x, q, self.grid, self.pad)
 
-    def plain_map(self, q: torch.Tensor, bias: torch.Tensor | None = None) -> FourierMap:
+    def plain_map(self, q: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Module:
+        if self.pointwise:
+            return plain_conv(q[0, 0].real[..., None, None], bias)
         return FourierMap(q, self.grid, self.pad, bias)
 
 

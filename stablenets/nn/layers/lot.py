@@ -104,10 +104,7 @@ class LOTConv2d(_LOT, FourierLayer):
     """LOT convolution, orthogonal per frequency.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         train_iters, eval_iters: Newton–Schulz iterations in training and in eval mode.
         padding_mode: ``"zeros"`` (the reference's: the input zero-padded by ``k//2`` to an ``(H+2p)×(W+2p)``
             grid, the output cropped) or ``"circular"`` (on the ``H×W`` torus).

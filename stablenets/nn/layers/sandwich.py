@@ -50,7 +50,7 @@ class SandwichLinear(_Sandwich):
 
     Args:
         in_features, out_features: sizes (``out_features`` defaults to ``in_features``).
-        bias: learn an additive bias (inside the ReLU).
+        bias: an additive bias, inside the ReLU.
 
     Shape: ``(*, in_features) → (*, out_features)``.
     """
@@ -85,10 +85,8 @@ class SandwichConv2d(_Sandwich, FourierLayer):
     """Circular sandwich convolution, ReLU inside.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (``H, W ≥ k``; the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias (inside the ReLU).
+        in_shape, out_channels, kernel_size: as for every convolutional family (:class:`.base.LipschitzLayer`).
+        bias: an additive bias, inside the ReLU.
 
     Shape: ``(B, C, H, W) → (B, out_channels, H, W)``.
     """
@@ -101,13 +99,13 @@ class SandwichConv2d(_Sandwich, FourierLayer):
         self._fourier()
         conv = nn.Conv2d(in_shape[0] + out_channels, out_channels, kernel_size, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
-        self.alpha = nn.Parameter(self.kernel_symbol(self.weight.detach()).norm().clone())
+        self.alpha = nn.Parameter(self.spectrum_norm(self.kernel_symbol(self.weight.detach())).clone())
         self.psi = nn.Parameter(torch.zeros(out_channels))
 
     def symbol(self) -> torch.Tensor:
         """``[A(ω) B(ω)]``, ``(H, W//2 + 1, out, out + in)`` complex, orthonormal rows."""
         w = self.kernel_symbol(self.weight)
-        return cayley(self.alpha * w / w.norm())
+        return cayley(self.alpha * w / self.spectrum_norm(w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -29,7 +29,7 @@ from torch import nn
 from ...checks import check_count
 from ..activations import get_activation
 from ..norms import flush_slack
-from .base import LipschitzLayer, conv_same, conv_same_adjoint, detached
+from .base import LipschitzLayer, channels_last_on_cpu, conv_same, conv_same_adjoint, detached
 
 
 def _t_inverse(wwt_abs: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -130,8 +130,8 @@ class SLLConv2d(_SLL):
     """Convolutional SLL: ``W`` a ``k×k`` stride-1 'same' convolution to ``hidden`` channels, ``Wᵀ`` its adjoint.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (residual: ``out_channels``, if given, must equal ``C``).
-        kernel_size: odd.
+        in_shape, kernel_size: as for every convolutional family (:class:`.base.LipschitzLayer`); residual:
+            ``out_channels``, if given, must equal ``C``.
         hidden: channels of ``Wx`` (default ``C``).
         activation: a monotone activation with slopes in ``[0, k]`` (ReLU: ``k = 1``).
         padding_mode: ``"zeros"`` (the comparison's) or ``"circular"``.
@@ -186,5 +186,6 @@ class PlainSLL(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode is None:
             return x - (self.act(F.linear(x, self.weight, self.bias)) * (2 * self.t_inverse)) @ self.weight
+        x = channels_last_on_cpu(x)  # the constrained layer's layout: the same sums, bit for bit
         z = self.act(conv_same(x, self.weight, self.bias, self.padding_mode)) * (2 * self.t_inverse)[:, None, None]
         return x - conv_same_adjoint(z, self.weight, self.padding_mode)

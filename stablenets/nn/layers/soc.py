@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..norms import CERT_SLACK
-from .base import LipschitzLayer, conv_same, detached, flip_transpose
+from .base import LipschitzLayer, channels_last_on_cpu, conv_same, detached, flip_transpose
 
 
 def exp_series_tail(ell: float, K: int) -> float:
@@ -210,10 +210,7 @@ class SOCConv2d(_SOC):
     ``max(in, out)`` channels.
 
     Args:
-        in_shape: ``(C, H, W)`` of the inputs (the bound is certified on that shape).
-        out_channels: defaults to ``C``.
-        kernel_size: odd.
-        bias: learn an additive bias.
+        in_shape, out_channels, kernel_size, bias: as for every convolutional family (:class:`.base.LipschitzLayer`).
         padding_mode: ``"zeros"`` (the comparison's) or ``"circular"``.
         train_terms, eval_terms, init_iters: as :class:`SOCLinear`.
         correction: ``c`` (default: the reference's, 0.7; 1.0 for a 1×1 kernel).
@@ -304,6 +301,7 @@ class PlainSOC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dense = self.padding_mode is None
+        x = x if dense else channels_last_on_cpu(x)  # the constrained layer's layout: the same sums, bit for bit
         z = exp_series(x, self.L, self.terms, self._op, x.dim() - 1 if dense else 1, self.out)
         if self.bias is None:
             return z
