@@ -21,16 +21,16 @@ Comparison mode: one multirun over family × size (``--jobs N``: N runs at once,
 then measured under the same sharing).  Each run trains ``floor(budget / seconds per step)`` optimizer steps with
 its one-cycle schedule planned over them (:class:`stablenets.callbacks.TimeBudget`; the budget counts training,
 validation is timed apart), then is certified and attacked (PGD) at the preset's radii with the certificate audit.
-The sweep dir is named by everything that changes the study — the preset, the budget, the overrides that change
-what is computed — so runs of another budget are never selected among: ``outputs/sweeps/layers_compared_<data>
-__budget=<budget>[__<overrides>]/``.  It gets ``comparison.csv`` and ``comparison.md`` (per family and size:
-clean, certified and PGD accuracy at each ε, steps and epochs trained, seconds per step and its ratio to CPL's,
-training and validation seconds, peak memory, parameters, the certified bound, audit violations) and
-``certified_vs_time.png``.  Runs of one family and size that differ in their training settings (a grid given as
-overrides, e.g. ``task.optimizer.lr=0.02,0.1``) are all in ``comparison_all.csv``; ``comparison.csv`` keeps, per
-family and size, the one with the best validation certified accuracy (``val/certified_acc``: never the test
-numbers).  ``--from-search`` trains each family and size with the learning rate and weight decay its search
-selected, into a dir of its own (``...__from_search``).
+The sweep dir is named by everything that changes the study — the preset, the budget, the overrides that change what
+is computed — so runs of another budget are never selected among: ``outputs/sweeps/layers_compared_<data>
+__budget=<budget>[__<overrides>]/``. It gets ``comparison.csv`` and ``comparison.md`` (per family and size: clean
+accuracy on the whole test split, certified and PGD accuracy at each ε on the curve's images, steps and epochs
+trained, seconds per step and its ratio to CPL's, training and validation seconds, peak memory, parameters, the
+certified bound, audit violations) and ``certified_vs_time.png``. Runs of one family and size that differ in their
+training settings (a grid given as overrides, e.g. ``task.optimizer.lr=0.02,0.1``) are all in
+``comparison_all.csv``; ``comparison.csv`` keeps, per family and size, the one with the best validation certified
+accuracy (``val/certified_acc``: never the test numbers). ``--from-search`` trains each family and size with the
+learning rate and weight decay its search selected, into a dir of its own (``...__from_search``).
 
 Search mode (``--search``): random search over the learning rate (log-uniform, the one-cycle peak) and the weight
 decay (log-uniform), each trial a run on the budget, selected by certified accuracy on the validation split at ε*
@@ -59,10 +59,10 @@ from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.runner.sweeps import launch_sweep, study_group  # noqa: E402
 
 LAYERS = list(FAMILIES)
-PRESETS = {
-    "fmnist": ("layers_compared_fmnist", 0.25),
-    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25),
-    "cifar10": ("layers_compared_cifar10", 0.1412),
+PRESETS = {  # --data: (experiment preset, its ε*, the default budget per run)
+    "fmnist": ("layers_compared_fmnist", 0.25, "00:00:10:00"),
+    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25, "00:00:05:00"),
+    "cifar10": ("layers_compared_cifar10", 0.1412, "00:00:10:00"),
 }
 LAYER_KEY, SIZE_KEY = "model/layer", "model.size"
 LR_KEY, WD_KEY = "task.optimizer.lr", "task.optimizer.weight_decay"
@@ -82,11 +82,13 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         for col, key in (("lr", LR_KEY), ("weight decay", WD_KEY)):
             if key in runs:  # swept or given: which training setting this row is
                 row[col] = pd.to_numeric(r.get(key), errors="coerce")
+        # clean: the whole test split; the curve (certified and PGD at each ε) is on its first attack.n_eval images
+        row["clean"] = pd.to_numeric(r.get("test/acc"), errors="coerce")
         mine = curves[curves.run_dir == r.run_dir] if not curves.empty and "run_dir" in curves else None
         for _, point in mine.sort_values("eps").iterrows() if mine is not None else ():
             e = f"{point.eps:g}"
             if point.eps == 0:
-                row["clean"] = point.pgd_acc
+                row["clean (curve's images)"] = point.pgd_acc
             else:
                 row[f"certified@{e}"] = point.certified_acc
                 row[f"pgd@{e}"] = point.pgd_acc
@@ -234,7 +236,7 @@ def launcher(args) -> list[str]:
 
 
 def compare(args, layers: list[str], sizes: list[str]) -> int:
-    preset, eps_star = PRESETS[args.data]
+    preset, eps_star, _ = PRESETS[args.data]
     common = [
         f"experiment={preset}",
         f"trainer.max_time={args.budget}",
@@ -288,7 +290,7 @@ def compare(args, layers: list[str], sizes: list[str]) -> int:
 
 
 def search(args, layers: list[str], sizes: list[str]) -> int:
-    preset, _ = PRESETS[args.data]
+    preset = PRESETS[args.data][0]
     base = study(args, "__search")
     best, failed = [], False
     for layer in layers:
@@ -354,7 +356,11 @@ def main() -> None:
     parser.add_argument("--data", choices=sorted(PRESETS), default="fmnist")
     parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--sizes", default="XS")
-    parser.add_argument("--budget", default="00:00:10:00", help="wall-clock budget per run, DD:HH:MM:SS")
+    parser.add_argument(
+        "--budget",
+        default=None,
+        help="wall-clock budget per run, DD:HH:MM:SS (default: the preset's: 5 min for fmnist_cpu, 10 min otherwise)",
+    )
     parser.add_argument("--max-epochs", type=int, default=1000, help="cap on the epochs a budget may buy")
     parser.add_argument("--figure-eps", type=float, default=None, help="ε of the figure (default: the preset's ε*)")
     parser.add_argument("--search", action="store_true", help="random search over lr and weight decay instead")
@@ -378,6 +384,7 @@ def main() -> None:
         parser.error("--trials, --max-epochs and --jobs must be >= 1")
     from stablenets.runner.validation import budget_seconds
 
+    args.budget = args.budget or PRESETS[args.data][2]
     try:
         seconds = budget_seconds(args.budget)
     except ValueError as e:

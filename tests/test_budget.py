@@ -98,10 +98,47 @@ def test_a_budget_below_one_epoch_reaches_the_peak_and_the_end_then_validates():
 
 def test_a_resumed_plan_trains_its_steps_whatever_time_was_spent():
     budget = TimeBudget()
-    budget.load_state_dict({"planned_steps": 6, "step_seconds": [0.5] * 3})  # as restored from a checkpoint
-    trainer, budget, log = _fit(32, 0.0, max_time={"seconds": 0.001}, budget=budget)
-    assert trainer.global_step == 6 and budget.planned_steps == 6  # the budget (long spent) did not stop it
+    budget.load_state_dict({"planned_steps": 6, "step_seconds": [0.05] * 3})  # as restored from a checkpoint
+    # the wall-clock limit is shorter than the planned steps with their validations: Lightning's timer would stop it
+    trainer, budget, log = _fit(32, 0.05, max_time={"seconds": 0.3}, budget=budget)
+    assert trainer.global_step == 6 and budget.planned_steps == 6 and budget.replans == 0
     assert TimeBudget._timer(trainer)._duration is None  # Lightning's limit lifted: the plan decides
+
+
+class _Slower(Pace):
+    """A step cost that triples after the second epoch (as a gradient-flow block's sub-steps grow with T)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 2:
+            self.seconds_per_step *= 3
+
+
+def test_steps_that_grow_slower_are_re_planned_to_the_budget_and_the_cycle_still_ends():
+    budget, log = TimeBudget(measure_steps=4, skip_steps=1), _Log()
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 4 steps an epoch
+    task = ClassificationTask(
+        nn.Linear(4, 2),
+        partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1),
+    )
+    trainer = pl.Trainer(
+        max_epochs=200,
+        max_time={"seconds": 2},
+        callbacks=[budget, log, _Slower(0.02)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, loader, loader)
+    first_plan = math.floor(2 / budget.seconds_per_step())  # ~95 steps at the first pace
+    assert budget.replans >= 1 and trainer.global_step == budget.planned_steps < 0.6 * first_plan
+    assert abs(budget.train_seconds - 2) < 0.2 * 2  # the budget kept (without re-planning: ~5.6 s)
+    assert log.lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=1e-6)  # the re-planned cycle ended where it should
 
 
 def test_without_a_budget_the_epochs_are_kept_and_costs_recorded():

@@ -39,7 +39,7 @@ def _power_norm(op, shape, iters=500) -> float:
         out = op(u)
         (g,) = torch.autograd.grad(out, u, grad_outputs=out)
         u = (g / g.norm()).detach()
-    return float(op(u).norm())
+    return float(op(u).norm().detach())
 
 
 def test_searched_ratio_below_the_bound_and_the_body_is_one_lipschitz(trained):

@@ -47,6 +47,7 @@ def test_circular_pad_refuses_a_border_wider_than_the_image():
 
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean:torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 def test_traced_circular_convolution_is_concatenations_with_the_same_values():
     x, k = torch.randn(2, 3, 6, 6), torch.randn(3, 3, 3, 3)
     traced = torch.jit.trace(lambda t: conv_same(t, k, None, "circular"), (x,))

@@ -179,7 +179,7 @@ def test_exported_bound_is_an_upper_bound_by_adversarial_search(exported):
     best = 0.0
     for _ in range(100):
         ratio = (net(a) - net(b)).norm(dim=1) / (a - b).flatten(1).norm(dim=1).clamp_min(1e-9)
-        best = max(best, float(ratio.max()))
+        best = max(best, float(ratio.max().detach()))
         opt.zero_grad()
         (-ratio.sum()).backward()
         opt.step()

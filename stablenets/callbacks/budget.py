@@ -3,10 +3,13 @@ given a wall-clock budget (``trainer.max_time``) trains for as many optimizer st
 allows, with its learning-rate schedule planned over exactly those steps.
 
 :class:`TimeBudget` times the run's first optimizer steps (``measure_steps`` of them after ``skip_steps`` warm-up
-steps, or the whole first epoch when it is shorter), then plans ``N = ⌊budget / seconds per step⌋`` steps (at
-most ``trainer.max_epochs`` epochs' worth, the cap) and re-plans the schedule over ``N`` steps, continuing at the
-current step (:meth:`stablenets.tasks.Task.stretch_schedule`): the run ends with a whole one-cycle, never one cut
-short — also when ``N`` is less than one epoch.  As in the comparison's protocol, the budget is **training** time
+steps, or the whole first epoch when it is shorter), then plans ``N = ⌊budget / seconds per step⌋`` steps (at most
+``trainer.max_epochs`` epochs' worth, the cap) and re-plans the schedule over ``N`` steps, continuing at the current
+step (:meth:`stablenets.tasks.Task.stretch_schedule`): the run ends with a whole one-cycle, never one cut short —
+also when ``N`` is less than one epoch. A step's cost may change as training goes (the gradient-flow block's
+sub-step count grows with its learned time): at the end of each epoch the remaining budget is checked against the
+epoch's own step time, and where the planned steps would miss the budget by more than ``replan_tolerance`` (5%) they
+are re-planned the same way, from the current step. As in the comparison's protocol, the budget is **training** time
 (the reference estimates it from timed SGD steps); validation, with its certified accuracy, is timed apart and
 recorded (``budget/val_seconds``), so that a table can say what each run spent on both.
 
@@ -73,11 +76,16 @@ class TimeBudget(pl.Callback):
     """See the module docstring.  ``measure_steps``: timed steps the plan is made from; ``skip_steps``: steps
     before them left untimed (the first steps pay one-time costs: allocations, first certified norms)."""
 
-    def __init__(self, measure_steps: int = 20, skip_steps: int = 2) -> None:
+    def __init__(self, measure_steps: int = 20, skip_steps: int = 2, replan_tolerance: float = 0.05) -> None:
         super().__init__()
         check_count(measure_steps=measure_steps)
         check_count(0, skip_steps=skip_steps)
+        if not replan_tolerance >= 0:
+            raise ValueError(f"replan_tolerance must be >= 0, got {replan_tolerance}")
         self.measure_steps, self.skip_steps = measure_steps, skip_steps
+        self.replan_tolerance = replan_tolerance
+        self.replans = 0
+        self._epoch_steps, self._epoch_step_seconds = 0, 0.0
         self.budget: float | None = None  # seconds of training, from trainer.max_time
         self.planned_steps: int | None = None
         self.step_seconds: list[float] = []  # the timed steps
@@ -108,10 +116,15 @@ class TimeBudget(pl.Callback):
         timed = self.step_seconds[self.skip_steps :] or self.step_seconds
         return sum(timed) / len(timed)
 
-    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, seconds_per_step: float | None = None) -> None:
+        """Plan the steps the budget buys: from the first timed steps, or (``seconds_per_step`` given, a re-plan)
+        the steps done plus what the remaining training budget buys at that rate."""
         spe = self.steps_per_epoch(trainer)
         done = int(trainer.global_step)
-        n = max(done + 1, math.floor(self.budget / self.seconds_per_step()))
+        if seconds_per_step is None:
+            n = max(done + 1, math.floor(self.budget / self.seconds_per_step()))
+        else:
+            n = done + max(1, math.floor(max(0.0, self.budget - self.train_seconds) / seconds_per_step))
         if trainer.max_epochs is not None and trainer.max_epochs >= 1:
             n = min(n, trainer.max_epochs * spe)
         n = max(n, done + 1)
@@ -149,6 +162,7 @@ class TimeBudget(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_epoch = time.perf_counter()
+        self._epoch_steps, self._epoch_step_seconds = 0, 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
         self._t_step = time.perf_counter()
@@ -158,6 +172,8 @@ class TimeBudget(pl.Callback):
             return
         seconds = time.perf_counter() - self._t_step
         self.train_seconds += seconds
+        self._epoch_steps += 1
+        self._epoch_step_seconds += seconds * trainer.accumulate_grad_batches
         if self.planned_steps is not None:
             if trainer.global_step >= self.planned_steps:
                 trainer.should_stop = True  # ends here, mid-epoch if need be, after a last validation
@@ -184,6 +200,9 @@ class TimeBudget(pl.Callback):
         self.epoch_seconds.append(time.perf_counter() - self._t_epoch)
         if self.planned_steps is None and self.budget is not None and self.step_seconds:
             self._plan(trainer, pl_module)  # a first epoch shorter than the measurement: plan from what it timed
+        elif self._drifted(trainer):
+            self.replans += 1
+            self._plan(trainer, pl_module, self._epoch_step_seconds / self._epoch_steps)
         spe = self.steps_per_epoch(trainer)
         steps = self.planned_steps if self.planned_steps is not None else (trainer.max_epochs or 0) * spe
         log = {
@@ -194,6 +213,7 @@ class TimeBudget(pl.Callback):
             "budget/seconds_per_epoch": sum(self.epoch_seconds) / len(self.epoch_seconds),
             "budget/train_seconds": self.train_seconds,
             "budget/val_seconds": self.val_seconds,
+            "budget/replans": float(self.replans),
             "model/parameters": float(sum(p.numel() for p in pl_module.parameters())),
         }
         if self.step_seconds:
@@ -205,6 +225,17 @@ class TimeBudget(pl.Callback):
                 log["memory/train_mb"] = max(0.0, peak - self._base_mb)
         for key, value in log.items():
             pl_module.log(key, value, sync_dist=False)
+
+    def _drifted(self, trainer: pl.Trainer) -> bool:
+        """Would the planned steps, at this epoch's step time, miss the budget by more than the tolerance?"""
+        if self.planned_steps is None or self.budget is None or self._epoch_steps < 1 or trainer.should_stop:
+            return False
+        left = self.planned_steps - int(trainer.global_step)
+        if left < 1:
+            return False
+        step = self._epoch_step_seconds / self._epoch_steps
+        miss = abs(self.train_seconds + left * step - self.budget)
+        return miss > self.replan_tolerance * self.budget and miss > 5 * step  # not for a step or two
 
     def peak_mb(self, device: torch.device) -> float | None:
         if device.type == "cuda":
@@ -219,6 +250,7 @@ class TimeBudget(pl.Callback):
             "epoch_seconds": list(self.epoch_seconds),
             "train_seconds": self.train_seconds,
             "val_seconds": self.val_seconds,
+            "replans": self.replans,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -227,3 +259,4 @@ class TimeBudget(pl.Callback):
         self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
         self.train_seconds = float(state_dict.get("train_seconds", 0.0))
         self.val_seconds = float(state_dict.get("val_seconds", 0.0))
+        self.replans = int(state_dict.get("replans", 0))

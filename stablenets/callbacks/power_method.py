@@ -44,6 +44,7 @@ import torch
 from ..nn.gradient_flow import GradientFlowBlock
 from ..nn.spectral import SpectralOperator, power_steps, project_all
 from ..ranks import is_distributed
+from ..tasks.base import Task
 
 
 def tracked_modules(module: torch.nn.Module) -> list[tuple[str, SpectralOperator]]:
@@ -184,6 +185,8 @@ class PowerMethodCallback(pl.Callback):
         ops, _ = self._modules(module)
         if not ops:
             return
+        if isinstance(module, Task):
+            module.check_finite()  # a diverged run stops with that message, not in an SVD of non-finite weights
         stuck = [
             m
             for m, e in zip(ops, self._estimates(ops))
