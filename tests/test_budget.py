@@ -180,6 +180,21 @@ def _checkpoint(run):
     return state, plan.get("planned_steps"), timer.get("time_elapsed", {}).get("train", 0.0)
 
 
+def _epoch_row_written(run, epoch: int) -> bool:
+    """Whether metrics.csv holds the checkpointed epoch's summary row.  Lightning logs it just after the epoch's
+    checkpoint is written, so a kill within that window loses the row (docs/design-notes.md: a known gap); the test
+    kills outside it."""
+    import pandas as pd
+
+    try:
+        rows = pd.read_csv(run / "csv" / "metrics.csv")
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return False
+    if "budget/steps_reached" not in rows:
+        return False
+    return bool((rows.dropna(subset=["budget/steps_reached"])["epoch"] == epoch).any())
+
+
 def test_a_run_killed_after_its_budget_resumes_and_trains_its_planned_steps(tmp_path):
     """Kill and relaunch a budget run whose wall time before the kill exceeds its budget (slow validations count
     in Lightning's timer, not in the budget): the relaunch trains exactly the planned steps (the plan came with the
@@ -214,7 +229,7 @@ def test_a_run_killed_after_its_budget_resumes_and_trains_its_planned_steps(tmp_
             state, planned, elapsed = _checkpoint(run)
         except (FileNotFoundError, RuntimeError, EOFError):
             continue
-        if planned and elapsed > 2.0:
+        if planned and elapsed > 2.0 and _epoch_row_written(run, state["epoch"]):
             break
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
