@@ -47,7 +47,14 @@ def _one_cycle(n: int, max_lr: float = 0.1) -> list[float]:
     return lrs
 
 
-def _fit(n_samples: int, seconds: float, max_epochs: int = 200, budget: TimeBudget | None = None, **trainer_kw):
+def _fit(
+    n_samples: int,
+    seconds: float,
+    max_epochs: int = 200,
+    budget: TimeBudget | None = None,
+    pace: Pace | None = None,
+    **trainer_kw,
+):
     torch.manual_seed(0)
     x, y = torch.randn(n_samples, 4), torch.randint(0, 2, (n_samples,))
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
@@ -59,7 +66,7 @@ def _fit(n_samples: int, seconds: float, max_epochs: int = 200, budget: TimeBudg
     budget, log = budget or TimeBudget(measure_steps=4, skip_steps=1), _Log()
     trainer = pl.Trainer(
         max_epochs=max_epochs,
-        callbacks=[budget, log, Pace(seconds)],  # the pace sleeps inside each timed step
+        callbacks=[budget, log, pace or Pace(seconds)],  # the pace sleeps inside each timed step
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -114,27 +121,7 @@ class _Slower(Pace):
 
 
 def test_steps_that_grow_slower_are_re_planned_to_the_budget_and_the_cycle_still_ends():
-    budget, log = TimeBudget(measure_steps=4, skip_steps=1), _Log()
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 4 steps an epoch
-    task = ClassificationTask(
-        nn.Linear(4, 2),
-        partial(torch.optim.SGD, lr=0.1, momentum=0.9),
-        partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1),
-    )
-    trainer = pl.Trainer(
-        max_epochs=200,
-        max_time={"seconds": 2},
-        callbacks=[budget, log, _Slower(0.02)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(task, loader, loader)
+    trainer, budget, log = _fit(64, 0.02, pace=_Slower(0.02), max_time={"seconds": 2})  # 4 steps an epoch
     first_plan = math.floor(2 / budget.seconds_per_step())  # ~95 steps at the first pace
     assert budget.replans >= 1 and trainer.global_step == budget.planned_steps < 0.6 * first_plan
     assert abs(budget.train_seconds - 2) < 0.2 * 2  # the budget kept (without re-planning: ~5.6 s)
