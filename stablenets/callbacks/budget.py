@@ -85,7 +85,7 @@ class TimeBudget(pl.Callback):
         self.measure_steps, self.skip_steps = measure_steps, skip_steps
         self.replan_tolerance = replan_tolerance
         self.replans = 0
-        self._epoch_steps, self._epoch_step_seconds = 0, 0.0
+        self._epoch_start: tuple[float, int] | None = None  # (train_seconds, global_step) when the epoch began
         self.budget: float | None = None  # seconds of training, from trainer.max_time
         self.planned_steps: int | None = None
         self.step_seconds: list[float] = []  # the timed steps
@@ -162,7 +162,7 @@ class TimeBudget(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_epoch = time.perf_counter()
-        self._epoch_steps, self._epoch_step_seconds = 0, 0.0
+        self._epoch_start = (self.train_seconds, int(trainer.global_step))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
         self._t_step = time.perf_counter()
@@ -172,8 +172,6 @@ class TimeBudget(pl.Callback):
             return
         seconds = time.perf_counter() - self._t_step
         self.train_seconds += seconds
-        self._epoch_steps += 1
-        self._epoch_step_seconds += seconds * trainer.accumulate_grad_batches
         if self.planned_steps is not None:
             if trainer.global_step >= self.planned_steps:
                 trainer.should_stop = True  # ends here, mid-epoch if need be, after a last validation
@@ -200,9 +198,9 @@ class TimeBudget(pl.Callback):
         self.epoch_seconds.append(time.perf_counter() - self._t_epoch)
         if self.planned_steps is None and self.budget is not None and self.step_seconds:
             self._plan(trainer, pl_module)  # a first epoch shorter than the measurement: plan from what it timed
-        elif self._drifted(trainer):
+        elif (step := self._epoch_seconds_per_step(trainer)) is not None and self._drifted(trainer, step):
             self.replans += 1
-            self._plan(trainer, pl_module, self._epoch_step_seconds / self._epoch_steps)
+            self._plan(trainer, pl_module, step)
         spe = self.steps_per_epoch(trainer)
         steps = self.planned_steps if self.planned_steps is not None else (trainer.max_epochs or 0) * spe
         log = {
@@ -226,14 +224,21 @@ class TimeBudget(pl.Callback):
         for key, value in log.items():
             pl_module.log(key, value, sync_dist=False)
 
-    def _drifted(self, trainer: pl.Trainer) -> bool:
-        """Would the planned steps, at this epoch's step time, miss the budget by more than the tolerance?"""
-        if self.planned_steps is None or self.budget is None or self._epoch_steps < 1 or trainer.should_stop:
+    def _epoch_seconds_per_step(self, trainer: pl.Trainer) -> float | None:
+        """Training seconds per optimizer step in the epoch that just ended (``None`` before one step)."""
+        if self._epoch_start is None:
+            return None
+        seconds, step = self._epoch_start
+        steps = int(trainer.global_step) - step
+        return (self.train_seconds - seconds) / steps if steps > 0 else None
+
+    def _drifted(self, trainer: pl.Trainer, step: float) -> bool:
+        """Would the planned steps, at ``step`` seconds each, miss the budget by more than the tolerance?"""
+        if self.planned_steps is None or self.budget is None or trainer.should_stop:
             return False
         left = self.planned_steps - int(trainer.global_step)
         if left < 1:
             return False
-        step = self._epoch_step_seconds / self._epoch_steps
         miss = abs(self.train_seconds + left * step - self.budget)
         return miss > self.replan_tolerance * self.budget and miss > 5 * step  # not for a step or two
 

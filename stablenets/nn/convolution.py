@@ -124,11 +124,6 @@ class PlainConv(nn.Module):
         return f"{c_in}, {c_out}, kernel_size={k}, padding_mode={self.padding_mode}"
 
 
-def plain_conv(kernel: torch.Tensor, bias: torch.Tensor | None, padding_mode: str = "zeros") -> PlainConv:
-    """The plain layer of a stride-1 'same' convolution with a fixed kernel (zero or circular padding)."""
-    return PlainConv(kernel, bias, padding_mode)
-
-
 def plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """``nn.Linear`` holding a fixed weight and bias."""
     lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)

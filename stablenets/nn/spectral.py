@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_positive
-from .convolution import PADDING_MODES, conv_same, conv_same_adjoint, plain_conv
+from .convolution import PADDING_MODES, PlainConv, conv_same, conv_same_adjoint
 from .norms import circular_conv_norm_bound, conv_norm_bound, dense_norm_bound, round_down
 from .power import Operator, conv_adjoint, conv_geometry, conv_ops, conv_output_size, power_method
 
@@ -379,7 +379,7 @@ class SpectralConv2d(SpectralOperator):
         eval-mode forward applies."""
         w = self.eval_weight()[0]
         if self.padding_mode == "circular":
-            return plain_conv(w, self.bias, "circular")
+            return PlainConv(w, self.bias, "circular")
         conv = nn.Conv2d(
             w.shape[1],
             w.shape[0],

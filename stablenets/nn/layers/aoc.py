@@ -21,7 +21,7 @@ import functools
 import torch
 from torch import nn
 
-from .base import LipschitzLayer, conv_same, plain_conv
+from .base import LipschitzLayer, PlainConv, conv_same
 
 
 class AOCConv2d(LipschitzLayer):
@@ -79,4 +79,4 @@ class AOCConv2d(LipschitzLayer):
         return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
     def plain(self) -> nn.Module:
-        return plain_conv(self.eval_operator(), self.bias, self.padding_mode)
+        return PlainConv(self.eval_operator(), self.bias, self.padding_mode)

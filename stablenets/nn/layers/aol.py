@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LipschitzLayer, conv_same, plain_conv, plain_linear
+from .base import LipschitzLayer, PlainConv, conv_same, plain_linear
 
 EPS = 1e-6
 
@@ -99,4 +99,4 @@ class AOLConv2d(LipschitzLayer):
         return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
     def plain(self) -> nn.Module:
-        return plain_conv(self.eval_operator(), self.bias, self.padding_mode)
+        return PlainConv(self.eval_operator(), self.bias, self.padding_mode)

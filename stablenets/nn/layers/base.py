@@ -37,7 +37,6 @@ from ..convolution import (  # noqa: F401 (re-exported: the families' shared pie
     conv_same_adjoint,
     detached,
     flip_transpose,
-    plain_conv,
     plain_linear,
 )
 from ..norms import circular_conv_norm_bound, conv_norm_bound, dense_norm_bound, symbol_norm_bound

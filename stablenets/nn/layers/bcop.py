@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checks import check_count
-from .base import LipschitzLayer, conv_same, plain_conv
+from .base import LipschitzLayer, PlainConv, conv_same
 
 
 def bjorck_batched(
@@ -132,4 +132,4 @@ class BCOPConv2d(LipschitzLayer):
         return conv_same(x, self.operator(), self.bias, self.padding_mode)
 
     def plain(self) -> nn.Module:
-        return plain_conv(self.eval_operator(), self.bias, self.padding_mode)
+        return PlainConv(self.eval_operator(), self.bias, self.padding_mode)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LipschitzLayer, channels_last_on_cpu, detached, plain_conv
+from .base import LipschitzLayer, PlainConv, channels_last_on_cpu, detached
 
 __all__ = ["FourierLayer", "FourierMap", "kernel_symbol", "spectral_apply"]
 
@@ -108,7 +108,7 @@ class FourierLayer(LipschitzLayer):
 
     def plain_map(self, q: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Module:
         if self.pointwise:
-            return plain_conv(q[0, 0].real[..., None, None], bias)
+            return PlainConv(q[0, 0].real[..., None, None], bias)
         return FourierMap(q, self.grid, self.pad, bias)
 
 
