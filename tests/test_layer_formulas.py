@@ -202,6 +202,35 @@ def test_aoc_is_orthogonal_on_the_torus():
     assert torch.allclose(torch.linalg.svdvals(m), torch.ones(len(m), dtype=torch.float64), atol=1e-5)
 
 
+def test_aoc_power_iterations_run_whenever_the_layer_trains_however_the_mode_was_set():
+    """The package's power iterations (its normalisation's estimate) run in training mode and not in eval mode,
+    also when the mode is restored by assigning ``training`` (Lightning's way after validation, with no ``train()``
+    call): were they left off, the estimate would go stale as the weights move and Björck's iteration diverges."""
+    torch.manual_seed(0)
+    layer = AOCConv2d((4, N, N))
+    estimates = [p for n, p in layer.named_parameters() if n.endswith((".u.original", ".v.original"))]
+    assert estimates
+    x = torch.randn(2, 4, N, N)
+
+    def moved() -> bool:
+        before = [p.detach().clone() for p in estimates]
+        with torch.no_grad():
+            w = layer.conv.parametrizations.weight.original
+            w.add_(0.3 * torch.randn_like(w))
+            layer(x)
+        return any(not torch.equal(a, p) for a, p in zip(before, estimates))
+
+    layer.eval()
+    assert not moved()
+    for m in layer.modules():  # as Lightning restores the modes it recorded before validation
+        m.training = True
+    assert moved()
+    layer.train(False)
+    assert not moved()
+    layer.train()
+    assert moved()
+
+
 def test_cpl_and_the_gradient_flow_block_are_eq_18_with_eq_19():
     """CPL: one step ``x − h Aᵀσ(Ax + b)``, ``h = 2(1 − margin)``, ``A = W/‖W‖`` with the circular norm exact (the
     eval-mode weight is shrunk until its certified norm is at most 1: by ~1e-6 relative); the gradient-flow block

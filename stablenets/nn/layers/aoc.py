@@ -24,6 +24,16 @@ from torch import nn
 from .base import LipschitzLayer, PlainConv, conv_same
 
 
+def _power_forward(module: nn.Module, *args, **kwargs):
+    """The package's power iteration, 3 iterations per access in training and none in eval mode (the eval-mode
+    kernel is then a pure function of the parameters and the stored vectors, as certified).  The mode is read from
+    the module's own flag at each call: Lightning restores ``training`` flags after validation by assignment, without
+    ``train()``, so a mode set in ``train()`` would leave the iterations off while the net trains (the normalisation
+    then goes stale and Björck's iteration diverges)."""
+    kwargs["n_iters"] = 3 if module.training else 0
+    return type(module).forward(module, *args, **kwargs)
+
+
 class AOCConv2d(LipschitzLayer):
     """Adaptive orthogonal convolution (``orthogonium.layers.conv.AOC.AdaptiveOrthoConv2d``).
 
@@ -54,21 +64,11 @@ class AOCConv2d(LipschitzLayer):
             in_shape[0], out_channels, kernel_size, stride=1, padding="same", bias=bias, padding_mode=padding_mode
         )
         self.bias = self.conv.bias
-        self._power = []  # the package's power iterations: 3 per access in training, none in eval mode
         for m in self.conv.modules():
             if "PowerIteration" in type(m).__name__:
-                self._power.append((m, m.forward))
+                m.forward = functools.partial(_power_forward, m)
             if type(m).__name__ == "L2Normalize":
                 m.dtype = None  # the package fixes the dtype at construction: follow the layer's instead
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> AOCConv2d:
-        """Also sets the package's power iterations: 3 per access in training, none in eval mode (the eval-mode
-        kernel is then a pure function of the parameters and the stored vectors, as certified)."""
-        super().train(mode)
-        for module, forward in getattr(self, "_power", []):
-            module.forward = functools.partial(forward, n_iters=3 if mode else 0)
-        return self
 
     def operator(self) -> torch.Tensor:
         """The orthogonal kernel the package builds (recomputed from its parameters at each access)."""
