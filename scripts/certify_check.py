@@ -7,7 +7,7 @@ inside a certified radius; and how tight each layer's certified norm is.
    test images, for the feature extractor and the whole net (each must stay ≤ its certified bound);
 2. a strong L2-PGD (margin loss, random restarts) at a grid of ε: any success on a point whose certified
    radius (the run's ``certificate``: m(x)/(√2 L), or per class pair) exceeds ε is a violation (must be 0);
-3. for every layer with a linear operator (the spectral layers of the gradient-flow blocks and CPL, the families'
+3. for every layer with a linear operator (the spectral layers of the gradient-flow blocks and CPL, every family's
    kernels): its certified norm against its true norm (a power method run to convergence from noise, a lower
    bound): ``bound / true`` per layer and the largest — the step a norm-dependent block takes in evaluation is
    shorter than in training by that factor.
@@ -38,11 +38,35 @@ def true_norm(op, op_t, shape: tuple[int, ...], iters: int = 3000, tol: float = 
     return float(sigma)
 
 
+def _adjoint(op, shape: tuple[int, ...]):
+    """The adjoint of a linear map, by its vector-Jacobian product (the same at every point)."""
+    u0 = torch.zeros(1, *shape, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        out = op(u0)
+
+    def op_t(v: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(out, u0, v, retain_graph=True)
+        return g
+
+    return op_t
+
+
 def norm_ratios(net: torch.nn.Module) -> list[tuple[str, float, float]]:
-    """``(layer, certified norm, true norm)`` of every layer with a linear operator (see the module docstring)."""
+    """``(layer, certified norm, true norm)`` of every layer with a linear operator (see the module docstring):
+    the spectral layers, and each family's operator — a kernel as its padding applies it, a per-frequency symbol
+    on its grid (padded and cropped where the family zero-pads), a matrix (exact: its largest singular value)."""
     rows = []
     for name, m in net.named_modules():
-        if isinstance(m, SpectralOperator):
+        if isinstance(m, LipschitzLayer) and m.operator_kind == "symbol":
+            q = m.eval_operator().detach().to(torch.complex128)
+            op = lambda u, m=m, q=q: m.apply_symbol(u, q)  # noqa: E731
+            shape = (q.shape[-1], *m.in_shape[1:])  # a two-sided family's operator takes more channels
+            rows.append((name, m.operator_norm(q), true_norm(op, _adjoint(op, shape), shape)))
+        elif isinstance(m, LipschitzLayer) and m.operator_kind == "matrix":
+            w = m.eval_operator().detach().double()
+            rows.append((name, m.operator_norm(w), float(torch.linalg.matrix_norm(w, 2))))
+        elif isinstance(m, SpectralOperator):
             w = m.weight.detach().double()
             shape = m.u.shape[1:] if m.u.dim() > 1 else m.u.shape
             ops = m._ops(w) if hasattr(m, "_ops") else (lambda u, w=w: u @ w.T, lambda v, w=w: v @ w)
