@@ -14,7 +14,7 @@ them: the benchmark ConvNet with each family, every run on the same wall-clock b
 Presets (``--data``): ``fmnist`` and ``cifar10`` are the comparison's protocol (``conf/experiment/
 layers_compared_{fmnist,cifar10}.yaml``: sizes XS-L, hours per run on a GPU); ``fmnist_cpu`` is its CPU scale
 (``layers_compared_fmnist_cpu.yaml``: a narrower, shallower net and a subset of the images, so that on one thread
-every family gets at least 10 epochs of a 5-minute budget, and the whole table of 11 families and two learning
+every family gets at least 10 epochs of a 6-minute budget, and the whole table of 11 families and two learning
 rates takes under 90 minutes on two cores with ``--jobs 2``).
 
 Comparison mode: one multirun over family × size (``--jobs N``: N runs at once, each on one thread; the budgets are
@@ -61,7 +61,7 @@ from stablenets.runner.sweeps import launch_sweep, study_group  # noqa: E402
 LAYERS = list(FAMILIES)
 PRESETS = {  # --data: (experiment preset, its ε*, the default budget per run)
     "fmnist": ("layers_compared_fmnist", 0.25, "00:00:10:00"),
-    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25, "00:00:05:00"),
+    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25, "00:00:06:00"),
     "cifar10": ("layers_compared_cifar10", 0.1412, "00:00:10:00"),
 }
 LAYER_KEY, SIZE_KEY = "model/layer", "model.size"
@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument(
         "--budget",
         default=None,
-        help="wall-clock budget per run, DD:HH:MM:SS (default: the preset's: 5 min for fmnist_cpu, 10 min otherwise)",
+        help="wall-clock budget per run, DD:HH:MM:SS (default: the preset's: 6 min for fmnist_cpu, 10 min otherwise)",
     )
     parser.add_argument("--max-epochs", type=int, default=1000, help="cap on the epochs a budget may buy")
     parser.add_argument("--figure-eps", type=float, default=None, help="ε of the figure (default: the preset's ε*)")
