@@ -112,20 +112,34 @@ def test_a_resumed_plan_trains_its_steps_whatever_time_was_spent():
     assert TimeBudget._timer(trainer)._duration is None  # Lightning's limit lifted: the plan decides
 
 
-class _Slower(Pace):
-    """A step cost that triples after the second epoch (as a gradient-flow block's sub-steps grow with T)."""
+class _PaceChange(Pace):
+    """A step cost multiplied by ``factor`` after the second epoch (as a gradient-flow block's sub-steps grow with
+    T; or a neighbour's job ends and frees a core)."""
+
+    def __init__(self, seconds_per_step: float, factor: float) -> None:
+        super().__init__(seconds_per_step)
+        self.factor = factor
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == 2:
-            self.seconds_per_step *= 3
+            self.seconds_per_step *= self.factor
 
 
 def test_steps_that_grow_slower_are_re_planned_to_the_budget_and_the_cycle_still_ends():
-    trainer, budget, log = _fit(64, 0.02, pace=_Slower(0.02), max_time={"seconds": 2})  # 4 steps an epoch
+    trainer, budget, log = _fit(64, 0.02, pace=_PaceChange(0.02, 3), max_time={"seconds": 2})  # 4 steps an epoch
     first_plan = math.floor(2 / budget.seconds_per_step())  # ~95 steps at the first pace
     assert budget.replans >= 1 and trainer.global_step == budget.planned_steps < 0.6 * first_plan
     assert abs(budget.train_seconds - 2) < 0.2 * 2  # the budget kept (without re-planning: ~5.6 s)
     assert log.lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=1e-6)  # the re-planned cycle ended where it should
+
+
+def test_steps_that_grow_faster_are_re_planned_past_the_first_plans_epochs():
+    """A re-plan may add epochs: the first plan's epoch count (which the trainer is set to) is not a cap."""
+    trainer, budget, log = _fit(64, 0.06, pace=_PaceChange(0.06, 1 / 3), max_time={"seconds": 2})
+    first_plan = math.floor(2 / budget.seconds_per_step())  # ~33 steps (9 epochs) at the first pace
+    assert budget.replans >= 1 and trainer.global_step == budget.planned_steps > 1.5 * first_plan
+    assert abs(budget.train_seconds - 2) < 0.2 * 2  # the budget used (without re-planning upwards: ~1.2 s)
+    assert log.lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=1e-6)
 
 
 def test_without_a_budget_the_epochs_are_kept_and_costs_recorded():

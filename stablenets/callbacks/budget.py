@@ -88,6 +88,9 @@ class TimeBudget(pl.Callback):
         self._epoch_start: tuple[float, int] | None = None  # (train_seconds, global_step) when the epoch began
         self.budget: float | None = None  # seconds of training, from trainer.max_time
         self.planned_steps: int | None = None
+        #: the configured trainer.max_epochs: the cap of every plan (a plan sets the trainer's own max_epochs to
+        #: its epochs, which must not cap the next re-plan)
+        self.max_epochs: int | None = None
         self.step_seconds: list[float] = []  # the timed steps
         self.epoch_seconds: list[float] = []
         self.train_seconds = 0.0
@@ -125,8 +128,8 @@ class TimeBudget(pl.Callback):
             n = max(done + 1, math.floor(self.budget / self.seconds_per_step()))
         else:
             n = done + max(1, math.floor(max(0.0, self.budget - self.train_seconds) / seconds_per_step))
-        if trainer.max_epochs is not None and trainer.max_epochs >= 1:
-            n = min(n, trainer.max_epochs * spe)
+        if self.max_epochs is not None and self.max_epochs >= 1:
+            n = min(n, self.max_epochs * spe)
         n = max(n, done + 1)
         self.planned_steps = int(trainer.strategy.broadcast(n, src=0))  # every DDP rank trains rank 0's count
         self._apply(trainer)
@@ -145,6 +148,8 @@ class TimeBudget(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # before a checkpoint is restored and before Lightning's timer first checks its limit (on_fit_start)
         timer = self._timer(trainer)
+        if stage == "fit":
+            self.max_epochs = trainer.max_epochs
         if stage == "fit" and timer is not None and timer._duration is not None:  # noqa: SLF001 (no public setter)
             self.budget = float(timer._duration)  # noqa: SLF001
             timer._duration = None  # noqa: SLF001 -- the plan decides when training ends
