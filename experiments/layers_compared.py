@@ -59,11 +59,12 @@ from stablenets.plotting import save_figure  # noqa: E402
 from stablenets.runner.sweeps import launch_sweep, study_group  # noqa: E402
 
 LAYERS = list(FAMILIES)
-PRESETS = {  # --data: (experiment preset, its ε*, the default budget per run)
-    "fmnist": ("layers_compared_fmnist", 0.25, "00:00:10:00"),
-    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25, "00:00:06:00"),
-    "cifar10": ("layers_compared_cifar10", 0.1412, "00:00:10:00"),
+PRESETS = {  # --data: (experiment preset, its ε*)
+    "fmnist": ("layers_compared_fmnist", 0.25),
+    "fmnist_cpu": ("layers_compared_fmnist_cpu", 0.25),
+    "cifar10": ("layers_compared_cifar10", 0.1412),
 }
+DEFAULT_BUDGET = "00:00:10:00"  # per run, for a preset that sets no trainer.max_time of its own
 LAYER_KEY, SIZE_KEY = "model/layer", "model.size"
 LR_KEY, WD_KEY = "task.optimizer.lr", "task.optimizer.weight_decay"
 # random-search ranges (log-uniform): the one-cycle peak learning rate and the weight decay
@@ -222,6 +223,13 @@ def searched_settings(path: Path, layers: list[str], sizes: list[str]) -> list[t
     return [(layer, size, *found[(layer, size)]) for layer in layers for size in sizes]
 
 
+def preset_budget(preset: str) -> str:
+    """The budget per run the preset sets (``trainer.max_time``), else :data:`DEFAULT_BUDGET`."""
+    from stablenets.api import compose
+
+    return compose([f"experiment={preset}"]).trainer.max_time or DEFAULT_BUDGET
+
+
 def study(args, suffix: str = "") -> str:
     """The study's sweep group: the preset and the budget (and, through ``launch_sweep``, the overrides that change
     what is computed) name it, so that runs of another budget or preset are never compared with these."""
@@ -236,7 +244,7 @@ def launcher(args) -> list[str]:
 
 
 def compare(args, layers: list[str], sizes: list[str]) -> int:
-    preset, eps_star, _ = PRESETS[args.data]
+    preset, eps_star = PRESETS[args.data]
     common = [
         f"experiment={preset}",
         f"trainer.max_time={args.budget}",
@@ -290,7 +298,7 @@ def compare(args, layers: list[str], sizes: list[str]) -> int:
 
 
 def search(args, layers: list[str], sizes: list[str]) -> int:
-    preset = PRESETS[args.data][0]
+    preset, _ = PRESETS[args.data]
     base = study(args, "__search")
     best, failed = [], False
     for layer in layers:
@@ -359,7 +367,7 @@ def main() -> None:
     parser.add_argument(
         "--budget",
         default=None,
-        help="wall-clock budget per run, DD:HH:MM:SS (default: the preset's: 6 min for fmnist_cpu, 10 min otherwise)",
+        help="wall-clock budget per run, DD:HH:MM:SS (default: the preset's trainer.max_time, else 10 min)",
     )
     parser.add_argument("--max-epochs", type=int, default=1000, help="cap on the epochs a budget may buy")
     parser.add_argument("--figure-eps", type=float, default=None, help="ε of the figure (default: the preset's ε*)")
@@ -384,7 +392,7 @@ def main() -> None:
         parser.error("--trials, --max-epochs and --jobs must be >= 1")
     from stablenets.runner.validation import budget_seconds
 
-    args.budget = args.budget or PRESETS[args.data][2]
+    args.budget = args.budget or preset_budget(PRESETS[args.data][0])
     try:
         seconds = budget_seconds(args.budget)
     except ValueError as e:
