@@ -8,9 +8,9 @@ inside a certified radius; and how tight each layer's certified norm is.
 2. a strong L2-PGD (margin loss, random restarts) at a grid of ε: any success on a point whose certified
    radius (the run's ``certificate``: m(x)/(√2 L), or per class pair) exceeds ε is a violation (must be 0);
 3. for every layer with a linear operator (the spectral layers of the gradient-flow blocks and CPL, every family's
-   kernels): its certified norm against its true norm (a power method run to convergence from noise, a lower
-   bound): ``bound / true`` per layer and the largest — the step a norm-dependent block takes in evaluation is
-   shorter than in training by that factor.
+   kernel, per-frequency symbol or matrix): its certified norm against its true norm (a power method run to
+   convergence from noise, a lower bound): ``bound / true`` per layer and the largest — the step a norm-dependent
+   block takes in evaluation is shorter than in training by that factor.
 
 The searches run in chunks of ``--chunk`` images (the Fourier families' and SOC's intermediates are large).
 """
