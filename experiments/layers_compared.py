@@ -21,16 +21,16 @@ Comparison mode: one multirun over family × size (``--jobs N``: N runs at once,
 then measured under the same sharing).  Each run trains ``floor(budget / seconds per step)`` optimizer steps with
 its one-cycle schedule planned over them (:class:`stablenets.callbacks.TimeBudget`; the budget counts training,
 validation is timed apart), then is certified and attacked (PGD) at the preset's radii with the certificate audit.
-The sweep dir is named by everything that changes the study — the preset, the budget, the overrides that change what
-is computed — so runs of another budget are never selected among: ``outputs/sweeps/layers_compared_<data>
+The sweep dir is named by everything that changes the study — the preset, the budget, the overrides that change what is
+computed — so runs of another budget are never selected among: ``outputs/sweeps/layers_compared_<data>
 __budget=<budget>[__<overrides>]/``. It gets ``comparison.csv`` and ``comparison.md`` (per family and size: clean
-accuracy on the whole test split, certified and PGD accuracy at each ε on the curve's images, steps and epochs
-trained, seconds per step and its ratio to CPL's, training and validation seconds, peak memory, parameters, the
-certified bound, audit violations) and ``certified_vs_time.png``. Runs of one family and size that differ in their
-training settings (a grid given as overrides, e.g. ``task.optimizer.lr=0.02,0.1``) are all in
-``comparison_all.csv``; ``comparison.csv`` keeps, per family and size, the one with the best validation certified
-accuracy (``val/certified_acc``: never the test numbers). ``--from-search`` trains each family and size with the
-learning rate and weight decay its search selected, into a dir of its own (``...__from_search``).
+accuracy on the whole test split, certified and PGD accuracy at each ε on the curve's images, steps and epochs trained,
+seconds per step over the whole run and its ratio to CPL's, training and validation seconds, peak memory, parameters,
+the certified bound, audit violations) and ``certified_vs_time.png``. Runs of one family and size that differ in their
+training settings (a grid given as overrides, e.g. ``task.optimizer.lr=0.02,0.1``) are all in ``comparison_all.csv``;
+``comparison.csv`` keeps, per family and size, the one with the best validation certified accuracy
+(``val/certified_acc``: never the test numbers). ``--from-search`` trains each family and size with the learning rate
+and weight decay its search selected, into a dir of its own (``...__from_search``).
 
 Search mode (``--search``): random search over the learning rate (log-uniform, the one-cycle peak) and the weight
 decay (log-uniform), each trial a run on the budget, selected by certified accuracy on the validation split at ε*
@@ -98,8 +98,10 @@ def comparison_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         )
         row["steps"] = steps
         row["epochs"] = steps * planned_epochs / planned_steps if planned_steps else math.nan
+        # seconds per step over the whole run (a step may get dearer as training goes: the gradient-flow block's
+        # sub-steps grow with its learned T), not the first timed steps the plan started from
+        row["s/step"] = pd.to_numeric(r.get("budget/train_seconds"), errors="coerce") / steps if steps else math.nan
         for col, key in (
-            ("s/step", "budget/seconds_per_step"),
             ("train s", "budget/train_seconds"),
             ("val s", "budget/val_seconds"),
             ("peak MB", "memory/peak_mb"),

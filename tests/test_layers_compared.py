@@ -30,7 +30,8 @@ def test_comparison_table_rows_columns_and_time_relative_to_cpl():
                 "model/layer": "sll",
                 "model.size": "XS",
                 "status": "finished",
-                "budget/seconds_per_step": 3.0,
+                "budget/train_seconds": 30.0,
+                "budget/steps_reached": 10.0,  # 3 s a step over the whole run
                 "budget/epochs_reached": 5.0,
                 "test/acc": 0.77,
                 "memory/peak_mb": 900.0,
@@ -43,7 +44,8 @@ def test_comparison_table_rows_columns_and_time_relative_to_cpl():
                 "model/layer": "cpl",
                 "model.size": "XS",
                 "status": "finished",
-                "budget/seconds_per_step": 2.0,
+                "budget/train_seconds": 20.0,
+                "budget/steps_reached": 10.0,  # 2 s a step
                 "budget/epochs_reached": 7.0,
                 "memory/peak_mb": 800.0,
                 "model/parameters": 900.0,
@@ -86,7 +88,8 @@ def test_comparison_keeps_per_family_the_run_best_on_validation_never_on_test():
                 "task.optimizer.lr": lr,
                 "status": status,
                 "val/certified_acc": val,
-                "budget/seconds_per_step": 2.0,
+                "budget/train_seconds": 20.0,
+                "budget/steps_reached": 10.0,
             }
             for d, layer, lr, status, val in (
                 ("a", "sll", "0.05", "finished", 0.40),
